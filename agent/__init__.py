@@ -1,0 +1,1 @@
+"""Truck-side TPM agent (later issues)."""

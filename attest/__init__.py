@@ -1,0 +1,1 @@
+"""TPM structures, EK/AK checks, quote verification, event logs, appraisal (later issues)."""

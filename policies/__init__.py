@@ -1,0 +1,1 @@
+"""Cedar schema, policies and evaluator (later issues)."""

@@ -1,0 +1,1 @@
+"""Merkle math, checkpoints, proofs, tiles (later issues)."""
