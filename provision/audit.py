@@ -1,0 +1,72 @@
+"""The audit trail: who did what, when, with what outcome. Written in the caller's transaction for
+successful changes (so the change and its record land together) and on its own for refusals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from provision.tables import AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking, and under which request id (for correlating logs, audit and problems)."""
+
+    name: str
+    request_id: str | None = None
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    at: datetime,
+    outcome: str = "ok",
+    target: str | None = None,
+    code: str | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    session.add(
+        AuditEvent(
+            at=at,
+            actor=actor.name[:128],
+            action=action,
+            target=target[:512] if target else None,
+            outcome=outcome,
+            code=code,
+            detail=json.dumps(detail, sort_keys=True, default=str) if detail else None,
+            request_id=actor.request_id,
+        )
+    )
+
+
+def record_refusal(
+    engine: Engine,
+    actor: Actor,
+    action: str,
+    *,
+    at: datetime,
+    code: str,
+    reason: str,
+    target: str | None = None,
+    outcome: str = "refused",
+) -> None:
+    """A refused request leaves only this row behind, in its own transaction."""
+    with Session(engine) as session:
+        record(
+            session,
+            actor,
+            action,
+            at=at,
+            outcome=outcome,
+            target=target,
+            code=code,
+            detail={"reason": reason[:1000]},
+        )
+        session.commit()

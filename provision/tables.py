@@ -1,0 +1,86 @@
+"""SQL tables (SQLModel). Times are stored as UTC; `UtcDateTime` restores tzinfo that SQLite drops."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Dialect, Index, LargeBinary, Text
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class CertificateAuthority(SQLModel, table=True):
+    __tablename__ = "certificate_authorities"
+
+    id: str = Field(primary_key=True, max_length=64)  # hex of the subject key identifier
+    kind: str = Field(max_length=16)  # root | issuing
+    status: str = Field(max_length=16)  # active | retired
+    parent_id: str | None = Field(default=None, max_length=64)
+    key_ref: str = Field(max_length=255)
+    certificate_der: bytes = Field(sa_type=LargeBinary)
+    not_before: datetime = Field(sa_type=UtcDateTime)
+    not_after: datetime = Field(sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class IssuedCertificate(SQLModel, table=True):
+    __tablename__ = "certificates"
+    __table_args__ = (Index("ix_certificates_issuer_status", "issuer_id", "status"),)
+
+    serial: str = Field(primary_key=True, max_length=42)  # lower-case hex, unique across replicas
+    issuer_id: str = Field(foreign_key="certificate_authorities.id", max_length=64)
+    profile: str = Field(max_length=32)
+    subject: str = Field(max_length=512)  # the primary SAN, for lookups and audit
+    not_before: datetime = Field(sa_type=UtcDateTime)
+    not_after: datetime = Field(sa_type=UtcDateTime)
+    certificate_der: bytes = Field(sa_type=LargeBinary)
+    status: str = Field(default="valid", max_length=16)  # valid | revoked
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revocation_reason: str | None = Field(default=None, max_length=32)
+    renewed_from: str | None = Field(default=None, max_length=42)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class CrlRecord(SQLModel, table=True):
+    """The latest CRL per issuer; crl_number only grows (RFC 5280 §5.2.3)."""
+
+    __tablename__ = "crls"
+
+    issuer_id: str = Field(primary_key=True, foreign_key="certificate_authorities.id", max_length=64)
+    crl_number: int
+    crl_der: bytes = Field(sa_type=LargeBinary)
+    this_update: datetime = Field(sa_type=UtcDateTime)
+    next_update: datetime = Field(sa_type=UtcDateTime)
+    stale: bool = Field(default=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UtcDateTime)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=512)
+    outcome: str = Field(max_length=16)  # ok | refused | error
+    code: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, sa_type=Text)
+    request_id: str | None = Field(default=None, max_length=64)
