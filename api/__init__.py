@@ -1,0 +1,1 @@
+"""Litestar HTTP service, CLI and settings."""

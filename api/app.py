@@ -1,0 +1,76 @@
+"""The one application factory. Settings come in; the lifespan owns the engine and the key backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.concurrency import sync_to_thread
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from api.auth import SECURITY_COMPONENTS
+from api.controllers.ca import CaController, OcspController
+from api.controllers.certificates import CertificateController
+from api.controllers.health import health, readiness
+from api.middleware import RequestIdMiddleware, configure_logging
+from api.problems import handle_http_exception, handle_pki_error, handle_unexpected
+from api.services import Services
+from api.settings import Settings, with_admin_token
+from pki.errors import PkiError
+
+VERSION = "0.1.0"
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def create_app(settings: Settings) -> Litestar:
+    configure_logging(settings.log_level)
+    settings = with_admin_token(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await sync_to_thread(Services.open, settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await sync_to_thread(services.close)
+
+    prometheus = PrometheusConfig(
+        app_name="weighstation", prefix="weighstation", group_path=True, exclude=["/metrics"]
+    )
+    return Litestar(
+        route_handlers=[
+            health,
+            readiness,
+            CertificateController,
+            CaController,
+            OcspController,
+            MetricsController,
+        ],
+        lifespan=[lifespan],
+        middleware=[RequestIdMiddleware, prometheus.middleware],
+        exception_handlers={
+            PkiError: handle_pki_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="weighstation",
+            version=VERSION,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+            components=Components(security_schemes=SECURITY_COMPONENTS),
+            description="Zero-trust identity and attestation authority for autonomous truck fleets.",
+        ),
+        debug=False,
+    )

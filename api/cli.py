@@ -1,0 +1,197 @@
+"""`weighstation` command line: the server, and operator commands that act on the box directly."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from api.services import Services
+from api.settings import Settings, SettingsError, load_settings, parse_duration, to_env, with_admin_token
+from pki.errors import PkiError
+from provision.audit import Actor
+from provision.authority import CertificateView
+
+_REASONS = [
+    "unspecified",
+    "key_compromise",
+    "ca_compromise",
+    "affiliation_changed",
+    "superseded",
+    "cessation_of_operation",
+    "privilege_withdrawn",
+    "aa_compromise",
+]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override WEIGHSTATION_* variables)")
+    group.add_argument("--data-dir", type=Path, help="data directory (keys, SQLite, secrets)")
+    group.add_argument("--database-url", help="sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+    group.add_argument("--trust-domain", help="SPIFFE trust domain, e.g. fleet.example")
+    group.add_argument("--vault-addr", help="OpenBao/Vault address; CA keys then live in Transit")
+    group.add_argument("--vault-mount", help="Transit mount (default transit)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weighstation", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    _common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+
+    ca = sub.add_parser("ca", help="CA operations").add_subparsers(dest="ca_command", required=True)
+    for name, text in (
+        ("rotate", "rotate the issuing CA"),
+        ("bundle", "print the trust bundle (PEM)"),
+        ("list", "list the CA hierarchy"),
+    ):
+        _common(ca.add_parser(name, help=text))
+
+    cert = sub.add_parser("cert", help="certificate operations").add_subparsers(
+        dest="cert_command", required=True
+    )
+    issue = cert.add_parser("issue", help="issue a certificate from a CSR")
+    _common(issue)
+    issue.add_argument("--profile", required=True, choices=["truck", "service", "evidence"])
+    issue.add_argument("--csr", required=True, type=Path, help="PEM or DER PKCS#10 file")
+    issue.add_argument("--uri", action="append", help="URI SAN (repeatable); default: the CSR's SANs")
+    issue.add_argument("--dns", action="append", help="DNS SAN (repeatable)")
+    issue.add_argument("--ttl", help="lifetime such as 24h or 30d (default: the profile's)")
+    issue.add_argument("--out", type=Path, help="write certificate + chain PEM here (default: stdout)")
+    revoke = cert.add_parser("revoke", help="revoke a certificate")
+    _common(revoke)
+    revoke.add_argument("serial")
+    revoke.add_argument("--reason", default="unspecified", choices=_REASONS)
+    show = cert.add_parser("show", help="show a certificate and its status")
+    _common(show)
+    show.add_argument("serial")
+    show.add_argument("--pem", action="store_true", help="print only the certificate PEM")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = (
+        "data_dir",
+        "database_url",
+        "trust_domain",
+        "vault_addr",
+        "vault_mount",
+        "host",
+        "port",
+        "workers",
+    )
+    overrides = {k: getattr(args, k, None) for k in keys}
+    return with_admin_token(load_settings(os.environ, overrides))
+
+
+def _describe(view: CertificateView) -> str:
+    lines = [
+        f"serial:     {view.serial}",
+        f"profile:    {view.profile}",
+        f"subject:    {view.subject}",
+        f"issuer:     {view.issuer_id}",
+        f"status:     {view.status}"
+        + (f" ({view.revocation_reason} at {view.revoked_at:%Y-%m-%dT%H:%M:%SZ})" if view.revoked_at else ""),
+        f"not before: {view.not_before:%Y-%m-%dT%H:%M:%SZ}",
+        f"not after:  {view.not_after:%Y-%m-%dT%H:%M:%SZ}",
+    ]
+    return "\n".join(lines)
+
+
+def _serve(settings: Settings) -> int:
+    # Migrate and create the CA hierarchy once, before any worker starts, so workers never race it.
+    Services.open(settings).close()
+    os.environ.update(to_env(settings))
+    token_file = settings.data_dir / "secrets" / "admin-token"
+    print(
+        f"weighstation: serving on http://{settings.host}:{settings.port} (data dir {settings.data_dir}; "
+        f"operator token in {token_file} unless WEIGHSTATION_ADMIN_TOKEN is set)",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "api.asgi:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.command == "serve":
+        return _serve(settings)
+    actor = Actor(f"cli:{getpass.getuser()}")
+    services = Services.open(settings)
+    try:
+        authority = services.authority
+        if args.command == "ca":
+            if args.ca_command == "rotate":
+                ca_view = authority.rotate(actor)
+                print(f"new issuing CA {ca_view.id}, valid until {ca_view.not_after:%Y-%m-%dT%H:%M:%SZ}")
+            elif args.ca_command == "bundle":
+                sys.stdout.write(authority.bundle_pem().decode())
+            else:
+                for ca in authority.authorities():
+                    print(f"{ca.id}  {ca.kind:8} {ca.status:8} until {ca.not_after:%Y-%m-%dT%H:%M:%SZ}")
+            return 0
+        if args.cert_command == "issue":
+            ttl: timedelta | None = parse_duration(args.ttl) if args.ttl else None
+            view = authority.issue(
+                actor,
+                profile=args.profile,
+                csr=args.csr.read_bytes(),
+                uri_sans=args.uri,
+                dns_sans=args.dns,
+                ttl=ttl,
+            )
+            pem = b"".join(c.public_bytes(Encoding.PEM) for c in (view.certificate, *view.chain))
+            if args.out:
+                args.out.write_bytes(pem)
+                print(_describe(view))
+            else:
+                sys.stdout.write(pem.decode())
+            return 0
+        if args.cert_command == "revoke":
+            print(_describe(authority.revoke(actor, args.serial, args.reason)))
+            return 0
+        view = authority.get(args.serial)
+        print(view.certificate.public_bytes(Encoding.PEM).decode() if args.pem else _describe(view))
+        return 0
+    finally:
+        services.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SettingsError as exc:
+        print(f"weighstation: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PkiError as exc:
+        print(f"weighstation: refused ({exc.code}): {exc.reason}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"weighstation: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

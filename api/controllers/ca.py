@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import unquote
+
+from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.params import Parameter
+
+from api.auth import OPERATOR, require_admin
+from api.controllers.certificates import _actor, _authority
+from api.controllers.convert import authority_out
+from api.metrics import ca_rotations
+from api.problems import problems
+from api.schemas import AuthorityOut
+
+_OCSP_RESPONSE = "application/ocsp-response"
+_MAX_OCSP_REQUEST = 4096
+
+
+class CaController(Controller):
+    path = "/v1/ca"
+    tags = ("ca",)
+
+    @get(
+        "/bundle",
+        operation_id="getTrustBundle",
+        sync_to_thread=True,
+        media_type="application/pem-certificate-chain",
+        summary="Trust bundle: the root and every issuing CA still valid (old and new during a rotation)",
+    )
+    def bundle(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        return Response(_authority(request).bundle_pem(), media_type="application/pem-certificate-chain")
+
+    @get(
+        "/authorities",
+        operation_id="listAuthorities",
+        sync_to_thread=True,
+        summary="The CA hierarchy with each CA's status",
+    )
+    def authorities(self, request: Request[Any, Any, Any]) -> list[AuthorityOut]:
+        return [authority_out(view) for view in _authority(request).authorities()]
+
+    @get(
+        "/crl",
+        operation_id="getCrl",
+        sync_to_thread=True,
+        media_type="application/pkix-crl",
+        summary="DER CRL of the active issuing CA",
+        responses=problems(503),
+    )
+    def crl(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        return Response(_authority(request).crl(), media_type="application/pkix-crl")
+
+    @get(
+        "/authorities/{ca_id:str}/crl",
+        operation_id="getAuthorityCrl",
+        sync_to_thread=True,
+        media_type="application/pkix-crl",
+        summary="DER CRL of one issuing CA (also a retired one)",
+        responses=problems(404, 503),
+    )
+    def authority_crl(
+        self, request: Request[Any, Any, Any], ca_id: str = Parameter(max_length=64)
+    ) -> Response[bytes]:
+        return Response(_authority(request).crl(ca_id), media_type="application/pkix-crl")
+
+    @post(
+        "/rotate",
+        operation_id="rotateCa",
+        guards=[require_admin],
+        security=OPERATOR,
+        sync_to_thread=True,
+        status_code=201,
+        summary="Rotate the issuing CA; the old one stays trusted until it expires",
+        responses=problems(401, 503),
+    )
+    def rotate(self, request: Request[Any, Any, Any]) -> AuthorityOut:
+        view = _authority(request).rotate(_actor(request))
+        ca_rotations.inc()
+        return authority_out(view)
+
+
+class OcspController(Controller):
+    """RFC 6960 responder. Protocol errors travel inside the OCSPResponse (status 200), as clients expect."""
+
+    path = "/v1/ocsp"
+    tags = ("ca",)
+
+    @post(
+        "/",
+        operation_id="ocspPost",
+        sync_to_thread=False,
+        status_code=200,
+        media_type=_OCSP_RESPONSE,
+        summary="OCSP over POST (body: DER OCSPRequest)",
+        responses=problems(413),
+    )
+    async def ocsp_post(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = await request.body()
+        return await self._answer(request, body)
+
+    @get(
+        "/{encoded:path}",
+        operation_id="ocspGet",
+        media_type=_OCSP_RESPONSE,
+        summary="OCSP over GET (path: base64 of the DER OCSPRequest, URL-encoded)",
+    )
+    async def ocsp_get(self, request: Request[Any, Any, Any], encoded: str) -> Response[bytes]:
+        # Base64 may hold "//" or end in "/", which path normalisation would mangle: read the raw path.
+        raw = request.scope.get("raw_path") or b""
+        _, _, tail = raw.decode("latin-1").partition("/v1/ocsp/")
+        text = unquote(tail or encoded.lstrip("/"))
+        try:
+            der = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            der = b""  # answered as malformedRequest by the responder
+        return await self._answer(request, der)
+
+    @staticmethod
+    async def _answer(request: Request[Any, Any, Any], der: bytes) -> Response[bytes]:
+        # Oversized requests are answered as malformed rather than parsed.
+        answer = await sync_to_thread(_authority(request).ocsp, der if len(der) <= _MAX_OCSP_REQUEST else b"")
+        return Response(answer, media_type=_OCSP_RESPONSE, headers={"Cache-Control": "max-age=60"})

@@ -1,0 +1,36 @@
+"""Use-case views → wire bodies."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from api.schemas import AuthorityOut, CertificateOut
+from provision.authority import CaView, CertificateView
+
+
+def certificate_out(view: CertificateView) -> CertificateOut:
+    return CertificateOut(
+        serial=view.serial,
+        profile=view.profile,
+        issuer_id=view.issuer_id,
+        subject=view.subject,
+        status=view.status,
+        not_before=view.not_before,
+        not_after=view.not_after,
+        revoked_at=view.revoked_at,
+        revocation_reason=view.revocation_reason,
+        renewed_from=view.renewed_from,
+        certificate_pem=view.certificate.public_bytes(Encoding.PEM).decode(),
+        chain_pem="".join(c.public_bytes(Encoding.PEM).decode() for c in view.chain),
+    )
+
+
+def authority_out(view: CaView) -> AuthorityOut:
+    return AuthorityOut(
+        id=view.id,
+        kind=view.kind,
+        status=view.status,
+        not_before=view.not_before,
+        not_after=view.not_after,
+        certificate_pem=view.certificate.public_bytes(Encoding.PEM).decode(),
+    )

@@ -1,0 +1,111 @@
+"""What the lifespan opens and closes: the database engine, the key backend and the authority."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.context import request_id_var
+from api.settings import Settings
+from pki.errors import PkiError
+from pki.signer import KeyBackend
+from provision import audit
+from provision.audit import Actor
+from provision.authority import Authority, AuthorityConfig, utcnow
+from provision.db import make_engine, ping
+from provision.keys import open_key_backend
+from provision.migrate import upgrade_to_head
+
+log = logging.getLogger("weighstation.audit")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    keys: KeyBackend
+    authority: Authority
+
+    @classmethod
+    def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
+        """Migrate, open the key backend and (by default) create or load the CA hierarchy."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = make_engine(settings.effective_database_url)
+        try:
+            upgrade_to_head(engine)
+            keys = open_key_backend(
+                data_dir=settings.data_dir,
+                passphrase=settings.key_passphrase,
+                vault_addr=settings.vault_addr,
+                vault_token=settings.vault_token,
+                vault_mount=settings.vault_mount,
+            )
+        except BaseException:
+            engine.dispose()
+            raise
+        authority = Authority(engine, keys, authority_config(settings))
+        services = cls(settings=settings, engine=engine, keys=keys, authority=authority)
+        if bootstrap:
+            try:
+                authority.bootstrap(Actor("system"))
+            except BaseException:
+                services.close()
+                raise
+        return services
+
+    def close(self) -> None:
+        self.keys.close()
+        self.engine.dispose()
+
+    def readiness(self) -> dict[str, str]:
+        """Each dependency's state; the caller answers 503 unless all are 'ok'."""
+        checks: dict[str, str] = {}
+        try:
+            ping(self.engine)
+            checks["database"] = "ok"
+        except SQLAlchemyError as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            self.keys.check()
+            checks["keys"] = "ok"
+        except PkiError as exc:
+            checks["keys"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+    def audit_refusal(self, request: Request[Any, Any, Any], *, code: str, reason: str) -> None:
+        actor = Actor(actor_name(request), request_id_var.get() or None)
+        try:
+            audit.record_refusal(
+                self.engine,
+                actor,
+                f"{request.method} {request.url.path}"[:64],
+                at=utcnow(),
+                code=code,
+                reason=reason,
+            )
+        except SQLAlchemyError:
+            # The refusal still goes out; the log line carries what the audit row would have.
+            log.exception("audit write failed", extra={"code": code, "reason": reason})
+
+
+def actor_name(request: Request[Any, Any, Any]) -> str:
+    user = request.scope.get("user")
+    return user if isinstance(user, str) else "anonymous"
+
+
+def authority_config(settings: Settings) -> AuthorityConfig:
+    return AuthorityConfig(
+        trust_domain=settings.trust_domain,
+        public_url=settings.public_url.rstrip("/"),
+        ca_key_algorithm=settings.ca_key_algorithm,
+        root_ca_ttl=settings.root_ca_ttl,
+        issuing_ca_ttl=settings.issuing_ca_ttl,
+        truck_cert_ttl=settings.truck_cert_ttl,
+        crl_validity=settings.crl_validity,
+        ocsp_validity=settings.ocsp_validity,
+    )

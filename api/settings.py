@@ -1,0 +1,151 @@
+"""Settings, read once (environment, then CLI overrides) and validated with clear messages.
+
+Nothing reads the environment at import time: `load_settings` is called by the CLI or the ASGI
+factory, and the resulting frozen object is passed down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pki.filekeys import load_or_create_passphrase
+from pki.signer import KeyAlgorithm
+
+PREFIX = "WEIGHSTATION_"
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what is expected."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '24h', '365d' (a plain integer means seconds)."""
+    text = text.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 24h or 30d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    vault_addr: str = ""
+    vault_token: str = field(default="", repr=False)
+    vault_mount: str = "transit"
+    key_passphrase: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+    trust_domain: str = "weighstation.local"
+    ca_key_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
+    root_ca_ttl: timedelta = timedelta(days=3650)
+    issuing_ca_ttl: timedelta = timedelta(days=365)
+    truck_cert_ttl: timedelta = timedelta(hours=24)
+    crl_validity: timedelta = timedelta(hours=24)
+    ocsp_validity: timedelta = timedelta(hours=1)
+    public_url: str = "http://127.0.0.1:8443"
+    host: str = "127.0.0.1"
+    port: int = 8443
+    workers: int = 1
+    max_body_bytes: int = 65536
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'weighstation.db').resolve()}"
+
+    @property
+    def uses_vault(self) -> bool:
+        return bool(self.vault_addr)
+
+    def validate(self) -> Settings:
+        if not _DNS_NAME.match(self.trust_domain):
+            raise SettingsError(
+                f"{PREFIX}TRUST_DOMAIN={self.trust_domain!r}: expected a lower-case DNS name "
+                "such as fleet.example"
+            )
+        url = self.effective_database_url
+        if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise SettingsError(
+                f"{PREFIX}DATABASE_URL={url!r}: expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            )
+        if self.vault_addr and not self.vault_addr.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}VAULT_ADDR={self.vault_addr!r}: expected http(s)://host:port")
+        if self.vault_addr and not self.vault_token:
+            raise SettingsError(f"{PREFIX}VAULT_TOKEN is required when {PREFIX}VAULT_ADDR is set")
+        if not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}PUBLIC_URL={self.public_url!r}: expected an http(s) URL")
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"{PREFIX}PORT={self.port}: expected 1..65535")
+        if not 1 <= self.workers <= 64:
+            raise SettingsError(f"{PREFIX}WORKERS={self.workers}: expected 1..64")
+        if self.max_body_bytes < 1024:
+            raise SettingsError(f"{PREFIX}MAX_BODY_BYTES={self.max_body_bytes}: expected at least 1024")
+        for name in ("root_ca_ttl", "issuing_ca_ttl", "truck_cert_ttl", "crl_validity", "ocsp_validity"):
+            if getattr(self, name) <= timedelta(0):
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
+        if self.issuing_ca_ttl > self.root_ca_ttl:
+            raise SettingsError(f"{PREFIX}ISSUING_CA_TTL must not exceed {PREFIX}ROOT_CA_TTL")
+        return self
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        return raw.lower() in {"1", "true", "yes"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, timedelta):
+        return parse_duration(raw)
+    if isinstance(default, KeyAlgorithm):
+        return KeyAlgorithm(raw)
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
+def load_settings(env: Mapping[str, str], overrides: Mapping[str, object] | None = None) -> Settings:
+    """Build settings from `WEIGHSTATION_*` variables, then apply CLI overrides (already typed)."""
+    values: dict[str, Any] = {}
+    defaults = Settings()
+    for f in fields(Settings):
+        raw = env.get(PREFIX + f.name.upper())
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = _convert(f.name, raw, getattr(defaults, f.name))
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    return replace(defaults, **values).validate()
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The inverse of load_settings, so worker processes rebuild exactly the same settings."""
+    env: dict[str, str] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        text = f"{int(value.total_seconds())}s" if isinstance(value, timedelta) else str(value)
+        env[PREFIX + f.name.upper()] = text
+    return env
+
+
+def with_admin_token(settings: Settings) -> Settings:
+    """Use the configured admin token, or one generated once into the data dir (0600)."""
+    if settings.admin_token:
+        return settings
+    token = load_or_create_passphrase(settings.data_dir / "secrets" / "admin-token").decode()
+    return replace(settings, admin_token=token)
