@@ -1,0 +1,133 @@
+"""The storage layer and the authority use cases on both databases (SQLite file and PostgreSQL),
+with a fixed clock and file keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from sqlalchemy import Engine
+
+from pki import errors
+from pki.filekeys import FileKeyBackend
+from provision.audit import Actor
+from provision.authority import Authority, AuthorityConfig
+from provision.db import make_engine
+from provision.migrate import upgrade_to_head
+from tests.support.audit import audit_rows
+from tests.support.csr import make_csr, truck_uri
+from tests.support.postgres import scratch_database
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+ACTOR = Actor("tester", "req-1")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ws.db'}"
+    else:
+        with scratch_database() as url:
+            yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    upgrade_to_head(engine)  # idempotent on restart
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def authority(engine: Engine, tmp_path: Path) -> tuple[Authority, Clock]:
+    clock = Clock()
+    config = AuthorityConfig(trust_domain="fleet.test", public_url="http://127.0.0.1:1")
+    authority = Authority(engine, FileKeyBackend(tmp_path / "keys", b"secret"), config, clock=clock)
+    authority.bootstrap(ACTOR)
+    return authority, clock
+
+
+def test_bootstrap_is_idempotent(authority: tuple[Authority, Clock]) -> None:
+    auth, _ = authority
+    auth.bootstrap(ACTOR)
+    kinds = sorted(ca.kind for ca in auth.authorities())
+    assert kinds == ["issuing", "root"]
+
+
+def test_issue_revoke_crl_numbers_grow(authority: tuple[Authority, Clock], database_url: str) -> None:
+    auth, clock = authority
+    _, csr = make_csr(uris=[truck_uri()])
+    view = auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    assert auth.get(view.serial).status == "valid"
+    assert auth.get(view.serial.upper()).serial == view.serial
+    first = x509.load_der_x509_crl(auth.crl())
+    clock.now += timedelta(minutes=1)
+    auth.revoke(ACTOR, view.serial, "key_compromise")
+    second = x509.load_der_x509_crl(auth.crl())
+    number = x509.CRLNumber
+    assert (
+        second.extensions.get_extension_for_class(number).value.crl_number
+        > first.extensions.get_extension_for_class(number).value.crl_number
+    )
+    assert second.get_revoked_certificate_by_serial_number(int(view.serial, 16)) is not None
+    assert auth.get(view.serial).revocation_reason == "key_compromise"
+    with pytest.raises(errors.AlreadyRevoked):
+        auth.revoke(ACTOR, view.serial, "superseded")
+    actions = [(r["action"], r["outcome"]) for r in audit_rows(database_url)]
+    assert ("certificate.issue", "ok") in actions and ("certificate.revoke", "refused") in actions
+
+
+def test_refused_issuance_stores_nothing(authority: tuple[Authority, Clock], database_url: str) -> None:
+    auth, _ = authority
+    _, csr = make_csr(uris=["spiffe://other.test/fleet/a/truck/b"])
+    with pytest.raises(errors.SanOutsideTrustDomain):
+        auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    rows = audit_rows(database_url, "certificate.issue")
+    assert [r["outcome"] for r in rows] == ["refused"] and rows[0]["code"] == "san-outside-trust-domain"
+
+
+def test_unknown_serials(authority: tuple[Authority, Clock]) -> None:
+    auth, _ = authority
+    for serial in ("ab", "not-hex", "", "0" * 80):
+        with pytest.raises(errors.UnknownCertificate):
+            auth.get(serial)
+
+
+def test_rotation_keeps_old_certificates_answerable(authority: tuple[Authority, Clock]) -> None:
+    auth, clock = authority
+    _, csr = make_csr(uris=[truck_uri()])
+    old = auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    clock.now += timedelta(seconds=5)
+    new_ca = auth.rotate(ACTOR)
+    new = auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    assert new.issuer_id == new_ca.id != old.issuer_id
+    assert len(x509.load_pem_x509_certificates(auth.bundle_pem())) == 3
+    auth.revoke(ACTOR, old.serial, "superseded")
+    old_crl = x509.load_der_x509_crl(auth.crl(old.issuer_id))
+    assert old_crl.get_revoked_certificate_by_serial_number(int(old.serial, 16)) is not None
+    assert (
+        x509.load_der_x509_crl(auth.crl()).get_revoked_certificate_by_serial_number(int(old.serial, 16))
+        is None
+    )
+    # OCSP for a certificate of the retired CA is answered by that CA.
+    request = (
+        ocsp.OCSPRequestBuilder().add_certificate(old.certificate, old.chain[0], hashes.SHA256()).build()
+    )
+    answer = ocsp.load_der_ocsp_response(auth.ocsp(request.public_bytes(Encoding.DER)))
+    assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
