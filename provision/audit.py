@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -21,6 +22,29 @@ class Actor:
     request_id: str | None = None
 
 
+def values(
+    actor: Actor,
+    action: str,
+    *,
+    at: datetime,
+    outcome: str = "ok",
+    target: str | None = None,
+    code: str | None = None,
+    detail: dict[str, object] | None = None,
+) -> dict[str, Any]:
+    """One audit row as column values (for the ORM and for batched Core inserts alike)."""
+    return {
+        "at": at,
+        "actor": actor.name[:128],
+        "action": action,
+        "target": target[:512] if target else None,
+        "outcome": outcome,
+        "code": code,
+        "detail": json.dumps(detail, sort_keys=True, default=str) if detail else None,
+        "request_id": actor.request_id,
+    }
+
+
 def record(
     session: Session,
     actor: Actor,
@@ -33,16 +57,7 @@ def record(
     detail: dict[str, object] | None = None,
 ) -> None:
     session.add(
-        AuditEvent(
-            at=at,
-            actor=actor.name[:128],
-            action=action,
-            target=target[:512] if target else None,
-            outcome=outcome,
-            code=code,
-            detail=json.dumps(detail, sort_keys=True, default=str) if detail else None,
-            request_id=actor.request_id,
-        )
+        AuditEvent(**values(actor, action, at=at, outcome=outcome, target=target, code=code, detail=detail))
     )
 
 
