@@ -59,6 +59,7 @@ class Services:
         return services
 
     def close(self) -> None:
+        self.authority.close()
         self.keys.close()
         self.engine.dispose()
 

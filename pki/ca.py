@@ -38,6 +38,11 @@ class Issuer:
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
 
+    @cached_property
+    def chain_with_self(self) -> tuple[x509.Certificate, ...]:
+        """What a certificate this issuer signs is served with: this CA, then the ones above it."""
+        return (self.certificate, *self.chain)
+
 
 def subject_key_identifier_of(certificate: x509.Certificate) -> x509.SubjectKeyIdentifier:
     try:

@@ -7,9 +7,11 @@ key backend that is down (Vault unreachable) leaves nothing half-done.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,8 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp as x509_ocsp
 from sqlalchemy import Engine, text, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from pki import errors
 from pki.ca import Issuer, build_issuing_ca, build_root_ca
@@ -30,11 +31,14 @@ from pki.serials import random_serial
 from pki.signer import KeyAlgorithm, KeyBackend
 from provision import audit
 from provision.audit import Actor
-from provision.tables import CertificateAuthority, CrlRecord, IssuedCertificate
+from provision.tables import AuditEvent, CertificateAuthority, CrlRecord, IssuedCertificate
+from provision.writer import BatchWriter, Rows
 
 _BOOTSTRAP_LOCK = 0x7765_6963  # PostgreSQL advisory lock ids: one for CA creation/rotation
 _CACHE_SECONDS = 5.0  # how stale another replica's rotation may look to this one
-_SERIAL_ATTEMPTS = 3
+_ISSUE = "certificate.issue"
+_CERTIFICATES = SQLModel.metadata.tables[IssuedCertificate.__tablename__]
+_AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
 
 
 def utcnow() -> datetime:
@@ -67,6 +71,12 @@ class CertificateView:
     renewed_from: str | None
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    view: CertificateView
+    rows: Rows
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,10 @@ class Authority:
         self._cas: dict[str, CertificateAuthority] = {}
         self._issuers: dict[str, Issuer] = {}
         self._active_id = ""
+        self._writer = BatchWriter(engine)
+
+    def close(self) -> None:
+        self._writer.close()
 
     # -- CA hierarchy -------------------------------------------------------------------------
 
@@ -194,21 +208,58 @@ class Authority:
         dns_sans: list[str] | None = None,
         ttl: timedelta | None = None,
     ) -> CertificateView:
-        action = "certificate.issue"
         try:
-            prof = profile_for(profile, truck_default_ttl=self.config.truck_cert_ttl)
-            request = validate_request(
-                prof,
-                parse_csr(csr),
-                trust_domain=self.config.trust_domain,
-                uri_sans=uri_sans,
-                dns_sans=dns_sans,
-                ttl=ttl,
+            prepared = self._prepare_issue(
+                actor, profile=profile, csr=csr, uri_sans=uri_sans, dns_sans=dns_sans, ttl=ttl
             )
-            return self._sign_and_store(actor, action, request, renewed_from=None)
         except errors.PkiError as exc:
-            self._refused(actor, action, exc, target=profile)
+            self._refusal(actor, _ISSUE, exc, target=profile).result()
             raise
+        self._writer.write(prepared.rows)
+        return prepared.view
+
+    async def issue_async(
+        self,
+        actor: Actor,
+        *,
+        profile: str,
+        csr: bytes,
+        uri_sans: list[str] | None = None,
+        dns_sans: list[str] | None = None,
+        ttl: timedelta | None = None,
+    ) -> CertificateView:
+        """The HTTP hot path: signing runs on the caller's thread (it holds the GIL either way) and only
+        the durable write is awaited, so no thread pool competes with the writer for the GIL."""
+        try:
+            prepared = self._prepare_issue(
+                actor, profile=profile, csr=csr, uri_sans=uri_sans, dns_sans=dns_sans, ttl=ttl
+            )
+        except errors.PkiError as exc:
+            await asyncio.wrap_future(self._refusal(actor, _ISSUE, exc, target=profile))
+            raise
+        await asyncio.wrap_future(self._writer.submit(prepared.rows))
+        return prepared.view
+
+    def _prepare_issue(
+        self,
+        actor: Actor,
+        *,
+        profile: str,
+        csr: bytes,
+        uri_sans: list[str] | None,
+        dns_sans: list[str] | None,
+        ttl: timedelta | None,
+    ) -> _Prepared:
+        prof = profile_for(profile, truck_default_ttl=self.config.truck_cert_ttl)
+        request = validate_request(
+            prof,
+            parse_csr(csr),
+            trust_domain=self.config.trust_domain,
+            uri_sans=uri_sans,
+            dns_sans=dns_sans,
+            ttl=ttl,
+        )
+        return self._sign(actor, _ISSUE, request, renewed_from=None)
 
     def renew(
         self, actor: Actor, serial: str, *, csr: bytes, ttl: timedelta | None = None
@@ -229,10 +280,12 @@ class Authority:
                 trust_domain=self.config.trust_domain,
                 ttl=ttl,
             )
-            return self._sign_and_store(actor, action, request, renewed_from=old.serial)
+            prepared = self._sign(actor, action, request, renewed_from=old.serial)
         except errors.PkiError as exc:
-            self._refused(actor, action, exc, target=serial)
+            self._refusal(actor, action, exc, target=serial).result()
             raise
+        self._writer.write(prepared.rows)
+        return prepared.view
 
     def get(self, serial: str) -> CertificateView:
         return self._view(self._row(serial))
@@ -266,7 +319,7 @@ class Authority:
                 session.refresh(row)
                 view = self._view(row)
         except errors.PkiError as exc:
-            self._refused(actor, action, exc, target=serial)
+            self._refusal(actor, action, exc, target=serial).result()
             raise
         # Regenerated at once so relying parties fetching the CRL see the revocation.
         self.crl(view.issuer_id)
@@ -359,61 +412,71 @@ class Authority:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _sign_and_store(
+    def _sign(
         self, actor: Actor, action: str, request: ValidatedRequest, *, renewed_from: str | None
-    ) -> CertificateView:
+    ) -> _Prepared:
+        """Sign and build the rows to store; nothing is written here. Serials are 159 random bits, so a
+        collision (which the primary key would refuse) is not worth a retry path."""
         issuer_id, issuer = self._active_issuer()
         urls = IssuerUrls(
             crl_url=f"{self.config.public_url}/v1/ca/authorities/{issuer_id}/crl",
             ocsp_url=f"{self.config.public_url}/v1/ocsp",
         )
         subject = (request.uri_sans or request.dns_sans or ("",))[0]
-        for attempt in range(_SERIAL_ATTEMPTS):
-            now = self._clock()
-            serial = self._serials()
-            certificate = issue_certificate(issuer, request, now=now, serial=serial, urls=urls)
-            row = IssuedCertificate(
-                serial=serial_hex(serial),
-                issuer_id=issuer_id,
-                profile=request.profile.name,
-                subject=subject,
-                not_before=certificate.not_valid_before_utc,
-                not_after=certificate.not_valid_after_utc,
-                certificate_der=certificate.public_bytes(serialization.Encoding.DER),
-                renewed_from=renewed_from,
-                created_at=now,
-            )
-            try:
-                with Session(self.engine, expire_on_commit=False) as session:
-                    session.add(row)
-                    audit.record(
-                        session,
-                        actor,
-                        action,
-                        at=now,
-                        target=row.serial,
-                        detail={"profile": row.profile, "subject": subject, "issuer": issuer_id},
-                    )
-                    session.commit()
-                return self._view(row, issuer)
-            except IntegrityError:
-                # A 159-bit serial collision is astronomically unlikely; retry rather than fail.
-                if attempt == _SERIAL_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        now = self._clock()
+        certificate = issue_certificate(issuer, request, now=now, serial=self._serials(), urls=urls)
+        # Plain values, not a SQLModel instance: model construction is a visible cost on this hot path.
+        view = CertificateView(
+            serial=serial_hex(certificate.serial_number),
+            profile=request.profile.name,
+            issuer_id=issuer_id,
+            subject=subject,
+            status="valid",
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            revoked_at=None,
+            revocation_reason=None,
+            renewed_from=renewed_from,
+            certificate=certificate,
+            chain=issuer.chain_with_self,
+        )
+        row = {
+            "serial": view.serial,
+            "issuer_id": issuer_id,
+            "profile": view.profile,
+            "subject": subject,
+            "status": view.status,
+            "not_before": view.not_before,
+            "not_after": view.not_after,
+            "certificate_der": certificate.public_bytes(serialization.Encoding.DER),
+            "revoked_at": None,
+            "revocation_reason": None,
+            "renewed_from": renewed_from,
+            "created_at": now,
+        }
+        event = audit.values(
+            actor,
+            action,
+            at=now,
+            target=view.serial,
+            detail={"profile": view.profile, "subject": subject, "issuer": issuer_id},
+        )
+        return _Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event)])
 
-    def _refused(self, actor: Actor, action: str, exc: errors.PkiError, *, target: str | None) -> None:
-        outcome = "error" if exc.kind == "unavailable" else "refused"
-        audit.record_refusal(
-            self.engine,
+    def _refusal(
+        self, actor: Actor, action: str, exc: errors.PkiError, *, target: str | None
+    ) -> Future[None]:
+        """The refusal's audit row, through the same group commit as everything else."""
+        event = audit.values(
             actor,
             action,
             at=self._clock(),
-            code=exc.code,
-            reason=exc.reason,
+            outcome="error" if exc.kind == "unavailable" else "refused",
             target=target,
-            outcome=outcome,
+            code=exc.code,
+            detail={"reason": exc.reason[:1000]},
         )
+        return self._writer.submit([(_AUDIT, event)])
 
     def _row(self, serial: str) -> IssuedCertificate:
         key = normalise_serial(serial)
@@ -423,7 +486,12 @@ class Authority:
             raise errors.UnknownCertificate(f"no certificate with serial {key}")
         return row
 
-    def _view(self, row: IssuedCertificate, issuer: Issuer | None = None) -> CertificateView:
+    def _view(
+        self,
+        row: IssuedCertificate,
+        issuer: Issuer | None = None,
+        certificate: x509.Certificate | None = None,
+    ) -> CertificateView:
         issuer = issuer or self._issuer(row.issuer_id)
         return CertificateView(
             serial=row.serial,
@@ -437,7 +505,7 @@ class Authority:
             revocation_reason=row.revocation_reason,
             renewed_from=row.renewed_from,
             certificate=x509.load_der_x509_certificate(row.certificate_der),
-            chain=(issuer.certificate, *issuer.chain),
+            chain=issuer.chain_with_self,
         )
 
     def _new_issuing(self, session: Session, root: Issuer, now: datetime) -> CertificateAuthority:

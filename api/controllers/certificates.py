@@ -41,12 +41,11 @@ class CertificateController(Controller):
         operation_id="issueCertificate",
         guards=[require_admin],
         security=OPERATOR,
-        sync_to_thread=True,
         summary="Issue a certificate from a CSR under a profile (truck, service, evidence)",
         responses=problems(400, 401, 413, 422, 503),
     )
-    def issue(self, request: Request[Any, Any, Any], data: IssueRequest) -> CertificateOut:
-        view = _authority(request).issue(
+    async def issue(self, request: Request[Any, Any, Any], data: IssueRequest) -> CertificateOut:
+        view = await _authority(request).issue_async(
             _actor(request),
             profile=data.profile,
             csr=data.csr.encode(),

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from api.schemas import AuthorityOut, CertificateOut
 from provision.authority import CaView, CertificateView
+
+
+@lru_cache(maxsize=32)
+def _ca_pem(certificate: x509.Certificate) -> str:
+    """CA certificates repeat on every response: encode each once."""
+    return certificate.public_bytes(Encoding.PEM).decode()
 
 
 def certificate_out(view: CertificateView) -> CertificateOut:
@@ -21,7 +30,7 @@ def certificate_out(view: CertificateView) -> CertificateOut:
         revocation_reason=view.revocation_reason,
         renewed_from=view.renewed_from,
         certificate_pem=view.certificate.public_bytes(Encoding.PEM).decode(),
-        chain_pem="".join(c.public_bytes(Encoding.PEM).decode() for c in view.chain),
+        chain_pem="".join(_ca_pem(c) for c in view.chain),
     )
 
 

@@ -4,6 +4,7 @@ with a fixed clock and file keys."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,13 +14,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
 
 from pki import errors
 from pki.filekeys import FileKeyBackend
+from provision import audit
 from provision.audit import Actor
 from provision.authority import Authority, AuthorityConfig
 from provision.db import make_engine
 from provision.migrate import upgrade_to_head
+from provision.writer import BatchWriter
 from tests.support.audit import audit_rows
 from tests.support.csr import make_csr, truck_uri
 from tests.support.postgres import scratch_database
@@ -55,12 +60,13 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def authority(engine: Engine, tmp_path: Path) -> tuple[Authority, Clock]:
+def authority(engine: Engine, tmp_path: Path) -> Iterator[tuple[Authority, Clock]]:
     clock = Clock()
     config = AuthorityConfig(trust_domain="fleet.test", public_url="http://127.0.0.1:1")
     authority = Authority(engine, FileKeyBackend(tmp_path / "keys", b"secret"), config, clock=clock)
     authority.bootstrap(ACTOR)
-    return authority, clock
+    yield authority, clock
+    authority.close()
 
 
 def test_bootstrap_is_idempotent(authority: tuple[Authority, Clock]) -> None:
@@ -131,3 +137,44 @@ def test_rotation_keeps_old_certificates_answerable(authority: tuple[Authority, 
     )
     answer = ocsp.load_der_ocsp_response(auth.ocsp(request.public_bytes(Encoding.DER)))
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+
+
+def test_group_commit_lands_everything_and_isolates_a_bad_row(engine: Engine, database_url: str) -> None:
+    table = SQLModel.metadata.tables["certificate_authorities"]
+    writer = BatchWriter(engine)
+
+    def row(i: int) -> dict[str, object]:
+        return {
+            "id": f"ca-{i}",
+            "kind": "issuing",
+            "status": "retired",
+            "parent_id": None,
+            "key_ref": "file:x",
+            "certificate_der": b"\x30",
+            "not_before": NOW,
+            "not_after": NOW,
+            "created_at": NOW,
+        }
+
+    def write(i: int) -> str:
+        event = audit.values(ACTOR, "writer.test", at=NOW, target=str(i))
+        try:
+            # Request 7 reuses request 3's primary key: it alone must fail.
+            writer.write(
+                [(table, row(3 if i == 7 else i)), (SQLModel.metadata.tables["audit_events"], event)]
+            )
+        except IntegrityError:
+            return "refused"
+        return "ok"
+
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            outcomes = list(pool.map(write, range(64)))
+    finally:
+        writer.close()
+    # Either 3 or 7 may win the race for the key; exactly one of them is refused, nothing else is.
+    assert outcomes.count("refused") == 1 and outcomes.index("refused") in (3, 7)
+    targets = sorted(int(str(r["target"])) for r in audit_rows(database_url, "writer.test"))
+    assert len(targets) == 63 and set(range(64)) - set(targets) <= {3, 7}
+    with pytest.raises(RuntimeError):
+        writer.write([])
