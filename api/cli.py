@@ -16,19 +16,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from api.services import Services
 from api.settings import Settings, SettingsError, load_settings, parse_duration, to_env, with_admin_token
 from pki.errors import PkiError
+from pki.profiles import ProfileName
+from pki.revocation import RevocationReason
 from provision.audit import Actor
 from provision.authority import CertificateView
-
-_REASONS = [
-    "unspecified",
-    "key_compromise",
-    "ca_compromise",
-    "affiliation_changed",
-    "superseded",
-    "cessation_of_operation",
-    "privilege_withdrawn",
-    "aa_compromise",
-]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     issue = cert.add_parser("issue", help="issue a certificate from a CSR")
     _common(issue)
-    issue.add_argument("--profile", required=True, choices=["truck", "service", "evidence"])
+    issue.add_argument("--profile", required=True, choices=[p.value for p in ProfileName])
     issue.add_argument("--csr", required=True, type=Path, help="PEM or DER PKCS#10 file")
     issue.add_argument("--uri", action="append", help="URI SAN (repeatable); default: the CSR's SANs")
     issue.add_argument("--dns", action="append", help="DNS SAN (repeatable)")
@@ -72,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = cert.add_parser("revoke", help="revoke a certificate")
     _common(revoke)
     revoke.add_argument("serial")
-    revoke.add_argument("--reason", default="unspecified", choices=_REASONS)
+    revoke.add_argument("--reason", default="unspecified", choices=[r.value for r in RevocationReason])
     show = cert.add_parser("show", help="show a certificate and its status")
     _common(show)
     show.add_argument("serial")
@@ -113,6 +104,10 @@ def _serve(settings: Settings) -> int:
     # Migrate and create the CA hierarchy once, before any worker starts, so workers never race it.
     Services.open(settings).close()
     os.environ.update(to_env(settings))
+    if settings.workers > 1:
+        # Workers share one listening socket and uvloop accepts a whole burst in whichever process wakes
+        # first, so keep-alive clients pile onto one worker; libuv's single-accept mode spreads them.
+        os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     token_file = settings.data_dir / "secrets" / "admin-token"
     print(
         f"weighstation: serving on http://{settings.host}:{settings.port} (data dir {settings.data_dir}; "

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-ProfileName = Literal["truck", "service", "evidence"]
-ReasonName = Literal[
-    "unspecified",
-    "key_compromise",
-    "ca_compromise",
-    "affiliation_changed",
-    "superseded",
-    "cessation_of_operation",
-    "privilege_withdrawn",
-    "aa_compromise",
-]
+from pki.profiles import ProfileName
+from pki.revocation import RevocationReason
+
 Pem = Annotated[str, Meta(min_length=1, max_length=16384, description="PEM-encoded PKCS#10 request")]
 San = Annotated[str, Meta(min_length=1, max_length=512)]
 TtlSeconds = Annotated[int, Meta(ge=1, le=10 * 365 * 86400, description="Requested lifetime in seconds")]
@@ -42,7 +34,7 @@ class RenewRequest(_In):
 
 
 class RevokeRequest(_In):
-    reason: ReasonName = "unspecified"
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
 
 
 class CertificateOut(msgspec.Struct, kw_only=True):

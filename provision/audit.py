@@ -45,20 +45,9 @@ def values(
     }
 
 
-def record(
-    session: Session,
-    actor: Actor,
-    action: str,
-    *,
-    at: datetime,
-    outcome: str = "ok",
-    target: str | None = None,
-    code: str | None = None,
-    detail: dict[str, object] | None = None,
-) -> None:
-    session.add(
-        AuditEvent(**values(actor, action, at=at, outcome=outcome, target=target, code=code, detail=detail))
-    )
+def record(session: Session, event: dict[str, Any]) -> None:
+    """Add an audit row (built by `values`) to the caller's transaction."""
+    session.add(AuditEvent(**event))
 
 
 def record_refusal(
@@ -76,12 +65,14 @@ def record_refusal(
     with Session(engine) as session:
         record(
             session,
-            actor,
-            action,
-            at=at,
-            outcome=outcome,
-            target=target,
-            code=code,
-            detail={"reason": reason[:1000]},
+            values(
+                actor,
+                action,
+                at=at,
+                outcome=outcome,
+                target=target,
+                code=code,
+                detail={"reason": reason[:1000]},
+            ),
         )
         session.commit()

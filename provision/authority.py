@@ -153,11 +153,13 @@ class Authority:
                 issuing = self._new_issuing(session, root, now)
                 audit.record(
                     session,
-                    actor,
-                    "ca.bootstrap",
-                    at=now,
-                    target=issuing.id,
-                    detail={"root": ca_id_of(root_cert), "issuing": issuing.id},
+                    audit.values(
+                        actor,
+                        "ca.bootstrap",
+                        at=now,
+                        target=issuing.id,
+                        detail={"root": ca_id_of(root_cert), "issuing": issuing.id},
+                    ),
                 )
             session.commit()
         self._reload()
@@ -176,7 +178,7 @@ class Authority:
                     row.status = "retired"
                     session.add(row)
             new = self._new_issuing(session, root, now)
-            audit.record(session, actor, "ca.rotate", at=now, target=new.id)
+            audit.record(session, audit.values(actor, "ca.rotate", at=now, target=new.id))
             session.commit()
             session.refresh(new)
             view = self._ca_view(new)
@@ -313,7 +315,8 @@ class Authority:
                     update(CrlRecord).where(col(CrlRecord.issuer_id) == row.issuer_id).values(stale=True)
                 )
                 audit.record(
-                    session, actor, action, at=now, target=key, detail={"reason": parsed_reason.value}
+                    session,
+                    audit.values(actor, action, at=now, target=key, detail={"reason": parsed_reason.value}),
                 )
                 session.commit()
                 session.refresh(row)

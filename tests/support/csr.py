@@ -11,14 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 
-def make_csr(
-    key: CertificateIssuerPrivateKeyTypes | None = None,
+def build_csr(
+    key: CertificateIssuerPrivateKeyTypes,
     *,
     uris: Sequence[str] = (),
     dns: Sequence[str] = (),
     common_name: str = "requested",
-) -> tuple[CertificateIssuerPrivateKeyTypes, str]:
-    key = key or ec.generate_private_key(ec.SECP256R1())
+) -> x509.CertificateSigningRequest:
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     )
@@ -29,7 +28,19 @@ def make_csr(
     algorithm = (
         None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
     )
-    csr = builder.sign(key, algorithm)
+    return builder.sign(key, algorithm)
+
+
+def make_csr(
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+    *,
+    uris: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    common_name: str = "requested",
+) -> tuple[CertificateIssuerPrivateKeyTypes, str]:
+    """A fresh (or given) key and its PEM CSR, as a client would send it."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    csr = build_csr(key, uris=uris, dns=dns, common_name=common_name)
     return key, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 

@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
 from pki.ca import Issuer, build_issuing_ca, build_root_ca
 from pki.filekeys import FileKeyBackend
 from pki.issue import IssuerUrls, issue_certificate
 from pki.profiles import parse_csr, profile_for, validate_request
 from pki.signer import KeyAlgorithm
+from tests.support.csr import build_csr
 
 TRUST_DOMAIN = "fleet.test"
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -83,18 +83,7 @@ def make_csr_obj(
     dns: Sequence[str] = (),
     common_name: str = "requested",
 ) -> x509.CertificateSigningRequest:
-    key = key or p256()
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    )
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
-    names += [x509.DNSName(d) for d in dns]
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    algorithm = (
-        None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
-    )
-    return builder.sign(key, algorithm)
+    return build_csr(key or p256(), uris=uris, dns=dns, common_name=common_name)
 
 
 def make_csr(
