@@ -18,10 +18,11 @@ from api.controllers.ca import CaController, OcspController
 from api.controllers.certificates import CertificateController
 from api.controllers.health import health, readiness
 from api.middleware import RequestIdMiddleware, configure_logging
-from api.problems import handle_http_exception, handle_pki_error, handle_unexpected
+from api.problems import handle_domain_error, handle_http_exception, handle_unexpected
 from api.services import Services
 from api.settings import Settings, with_admin_token
 from pki.errors import PkiError
+from provision.errors import ProvisionError
 
 VERSION = "0.1.0"
 
@@ -59,7 +60,8 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers={
-            PkiError: handle_pki_error,
+            PkiError: handle_domain_error,
+            ProvisionError: handle_domain_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.context import request_id_var
 from pki import errors
+from provision.errors import IdempotencyKeyInUse, InvalidIdempotencyKey, ProvisionError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:weighstation:problem:"
@@ -32,7 +33,12 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 _KIND_STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "forbidden": 403}
-_MALFORMED = (errors.MalformedCsr, errors.MalformedOcspRequest, errors.CsrSignatureInvalid)
+_MALFORMED = (
+    errors.MalformedCsr,
+    errors.MalformedOcspRequest,
+    errors.CsrSignatureInvalid,
+    InvalidIdempotencyKey,
+)
 _STATUS_CODES = {
     400: "invalid-request",
     401: "unauthorized",
@@ -81,9 +87,18 @@ def _audit_refusal(request: Request[Any, Any, Any], status: int, code: str, deta
         services.audit_refusal(request, code=code, reason=detail)
 
 
-def handle_pki_error(request: Request[Any, Any, Any], exc: errors.PkiError) -> Response[bytes]:
+def handle_domain_error(
+    request: Request[Any, Any, Any], exc: errors.PkiError | ProvisionError
+) -> Response[bytes]:
     status = 400 if isinstance(exc, _MALFORMED) else _KIND_STATUS[exc.kind]
-    headers = {"Retry-After": "5"} if exc.kind == "unavailable" else None
+    headers = None
+    if exc.kind == "unavailable":
+        headers = {"Retry-After": "5"}
+    elif isinstance(exc, IdempotencyKeyInUse):
+        headers = {"Retry-After": "1"}
+    if isinstance(exc, ProvisionError):
+        # Use-case errors of the API layer's own checks; PKI refusals are audited by the authority.
+        _audit_refusal(request, status, exc.code, exc.reason)
     return problem_response(status, exc.code, exc.reason, request, headers=headers)
 
 

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp as x509_ocsp
 from sqlalchemy import Engine, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from pki import errors
@@ -31,12 +33,17 @@ from pki.serials import random_serial
 from pki.signer import KeyAlgorithm, KeyBackend
 from provision import audit
 from provision.audit import Actor
-from provision.tables import AuditEvent, CertificateAuthority, CrlRecord, IssuedCertificate
+from provision.errors import IdempotencyKeyInUse
+from provision.idempotency import TABLE as idempotency_table
+from provision.idempotency import Pending
+from provision.idempotency import lookup as idempotency_lookup
+from provision.tables import AuditEvent, CertificateAuthority, CrlRecord, IdempotencyRecord, IssuedCertificate
 from provision.writer import BatchWriter, Rows
 
 _BOOTSTRAP_LOCK = 0x7765_6963  # PostgreSQL advisory lock ids: one for CA creation/rotation
 _CACHE_SECONDS = 5.0  # how stale another replica's rotation may look to this one
 _ISSUE = "certificate.issue"
+T = TypeVar("T")
 _CERTIFICATES = SQLModel.metadata.tables[IssuedCertificate.__tablename__]
 _AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
 
@@ -164,7 +171,7 @@ class Authority:
             session.commit()
         self._reload()
 
-    def rotate(self, actor: Actor) -> CaView:
+    def rotate(self, actor: Actor, *, idempotency: Pending[CaView] | None = None) -> CaView:
         """A new issuing CA under the same root; the old one is retired but stays trusted until expiry."""
         with Session(self.engine) as session:
             self._lock_ca_changes(session)
@@ -179,9 +186,8 @@ class Authority:
                     session.add(row)
             new = self._new_issuing(session, root, now)
             audit.record(session, audit.values(actor, "ca.rotate", at=now, target=new.id))
-            session.commit()
-            session.refresh(new)
             view = self._ca_view(new)
+            self._commit(session, view, idempotency, now)
         self._reload()
         return view
 
@@ -209,6 +215,7 @@ class Authority:
         uri_sans: list[str] | None = None,
         dns_sans: list[str] | None = None,
         ttl: timedelta | None = None,
+        idempotency: Pending[CertificateView] | None = None,
     ) -> CertificateView:
         try:
             prepared = self._prepare_issue(
@@ -217,7 +224,7 @@ class Authority:
         except errors.PkiError as exc:
             self._refusal(actor, _ISSUE, exc, target=profile).result()
             raise
-        self._writer.write(prepared.rows)
+        self._write(prepared, idempotency)
         return prepared.view
 
     async def issue_async(
@@ -229,6 +236,7 @@ class Authority:
         uri_sans: list[str] | None = None,
         dns_sans: list[str] | None = None,
         ttl: timedelta | None = None,
+        idempotency: Pending[CertificateView] | None = None,
     ) -> CertificateView:
         """The HTTP hot path: signing runs on the caller's thread (it holds the GIL either way) and only
         the durable write is awaited, so no thread pool competes with the writer for the GIL."""
@@ -239,7 +247,10 @@ class Authority:
         except errors.PkiError as exc:
             await asyncio.wrap_future(self._refusal(actor, _ISSUE, exc, target=profile))
             raise
-        await asyncio.wrap_future(self._writer.submit(prepared.rows))
+        try:
+            await asyncio.wrap_future(self._writer.submit(self._rows(prepared, idempotency)))
+        except IntegrityError as exc:
+            raise self._lost_race(exc, idempotency) from None
         return prepared.view
 
     def _prepare_issue(
@@ -264,7 +275,13 @@ class Authority:
         return self._sign(actor, _ISSUE, request, renewed_from=None)
 
     def renew(
-        self, actor: Actor, serial: str, *, csr: bytes, ttl: timedelta | None = None
+        self,
+        actor: Actor,
+        serial: str,
+        *,
+        csr: bytes,
+        ttl: timedelta | None = None,
+        idempotency: Pending[CertificateView] | None = None,
     ) -> CertificateView:
         """Same identity, possibly a new key; the old certificate stays valid until it expires."""
         action = "certificate.renew"
@@ -286,13 +303,15 @@ class Authority:
         except errors.PkiError as exc:
             self._refusal(actor, action, exc, target=serial).result()
             raise
-        self._writer.write(prepared.rows)
+        self._write(prepared, idempotency)
         return prepared.view
 
     def get(self, serial: str) -> CertificateView:
         return self._view(self._row(serial))
 
-    def revoke(self, actor: Actor, serial: str, reason: str) -> CertificateView:
+    def revoke(
+        self, actor: Actor, serial: str, reason: str, *, idempotency: Pending[CertificateView] | None = None
+    ) -> CertificateView:
         action = "certificate.revoke"
         try:
             parsed_reason = parse_reason(reason)
@@ -318,9 +337,8 @@ class Authority:
                     session,
                     audit.values(actor, action, at=now, target=key, detail={"reason": parsed_reason.value}),
                 )
-                session.commit()
-                session.refresh(row)
                 view = self._view(row)
+                self._commit(session, view, idempotency, now)
         except errors.PkiError as exc:
             self._refusal(actor, action, exc, target=serial).result()
             raise
@@ -465,6 +483,35 @@ class Authority:
             detail={"profile": view.profile, "subject": subject, "issuer": issuer_id},
         )
         return _Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event)])
+
+    def _rows(self, prepared: _Prepared, idempotency: Pending[CertificateView] | None) -> Rows:
+        if idempotency is None:
+            return prepared.rows
+        return [*prepared.rows, (idempotency_table, idempotency.row(prepared.view, self._clock()))]
+
+    def _write(self, prepared: _Prepared, idempotency: Pending[CertificateView] | None) -> None:
+        try:
+            self._writer.write(self._rows(prepared, idempotency))
+        except IntegrityError as exc:
+            raise self._lost_race(exc, idempotency) from None
+
+    def _commit(self, session: Session, result: T, idempotency: Pending[T] | None, now: datetime) -> None:
+        """Commit the session's change together with the stored response for its Idempotency-Key."""
+        if idempotency is not None:
+            session.add(IdempotencyRecord(**idempotency.row(result, now)))
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            raise self._lost_race(exc, idempotency) from None
+
+    def _lost_race(self, exc: IntegrityError, idempotency: Pending[Any] | None) -> Exception:
+        """A concurrent request with the same Idempotency-Key committed first: nothing of ours was
+        stored, and a retry replays the winner. Any other integrity error is a real fault."""
+        if idempotency is not None and idempotency_lookup(self.engine, idempotency.claim) is not None:
+            return IdempotencyKeyInUse(
+                f"a request with Idempotency-Key {idempotency.claim.key!r} completed concurrently; retry"
+            )
+        return exc
 
     def _refusal(
         self, actor: Actor, action: str, exc: errors.PkiError, *, target: str | None

@@ -84,3 +84,18 @@ class AuditEvent(SQLModel, table=True):
     code: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, sa_type=Text)
     request_id: str | None = Field(default=None, max_length=64)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The response to a mutating call made with an Idempotency-Key, stored in the same transaction as
+    the change, so a retry replays it instead of repeating the change."""
+
+    __tablename__ = "idempotency_records"
+
+    actor: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=128)
+    operation: str = Field(max_length=64)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response_body: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(sa_type=UtcDateTime)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -12,9 +13,12 @@ from litestar.params import Parameter
 from api.auth import OPERATOR, require_admin
 from api.controllers.certificates import _actor, _authority
 from api.controllers.convert import authority_out
+from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import ca_rotations
 from api.problems import problems
 from api.schemas import AuthorityOut
+from provision.authority import CaView
+from provision.idempotency import Pending
 
 _OCSP_RESPONSE = "application/ocsp-response"
 _MAX_OCSP_REQUEST = 4096
@@ -72,15 +76,29 @@ class CaController(Controller):
         operation_id="rotateCa",
         guards=[require_admin],
         security=OPERATOR,
-        sync_to_thread=True,
         status_code=201,
         summary="Rotate the issuing CA; the old one stays trusted until it expires",
-        responses=problems(401, 503),
+        responses=problems(401, 409, 422, 503),
     )
-    def rotate(self, request: Request[Any, Any, Any]) -> AuthorityOut:
-        view = _authority(request).rotate(_actor(request))
-        ca_rotations.inc()
-        return authority_out(view)
+    async def rotate(
+        self, request: Request[Any, Any, Any], idempotency_key: str | None = IdempotencyKey
+    ) -> Response[AuthorityOut]:
+        async def run(pending: Pending[CaView] | None) -> CaView:
+            view = await sync_to_thread(
+                partial(_authority(request).rotate, idempotency=pending), _actor(request)
+            )
+            ca_rotations.inc()
+            return view
+
+        return await idempotent(
+            request,
+            "rotateCa",
+            key=idempotency_key,
+            out_type=AuthorityOut,
+            status_code=201,
+            run=run,
+            render=authority_out,
+        )
 
 
 class OcspController(Controller):

@@ -1,19 +1,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
 from api.auth import OPERATOR, require_admin
 from api.context import request_id_var
 from api.controllers.convert import certificate_out
+from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import certificates_issued, certificates_revoked
 from api.problems import problems
 from api.schemas import CertificateOut, IssueRequest, RenewRequest, RevokeRequest
 from provision.audit import Actor
-from provision.authority import Authority
+from provision.authority import Authority, CertificateView
+from provision.idempotency import Pending
 
 SerialParam = Parameter(description="Certificate serial number, hex", max_length=64)
 
@@ -44,17 +48,34 @@ class CertificateController(Controller):
         summary="Issue a certificate from a CSR under a profile (truck, service, evidence)",
         responses=problems(400, 401, 413, 422, 503),
     )
-    async def issue(self, request: Request[Any, Any, Any], data: IssueRequest) -> CertificateOut:
-        view = await _authority(request).issue_async(
-            _actor(request),
-            profile=data.profile,
-            csr=data.csr.encode(),
-            uri_sans=data.uri_sans,
-            dns_sans=data.dns_sans,
-            ttl=_ttl(data.ttl_seconds),
+    async def issue(
+        self,
+        request: Request[Any, Any, Any],
+        data: IssueRequest,
+        idempotency_key: str | None = IdempotencyKey,
+    ) -> Response[CertificateOut]:
+        async def run(pending: Pending[CertificateView] | None) -> CertificateView:
+            view = await _authority(request).issue_async(
+                _actor(request),
+                profile=data.profile,
+                csr=data.csr.encode(),
+                uri_sans=data.uri_sans,
+                dns_sans=data.dns_sans,
+                ttl=_ttl(data.ttl_seconds),
+                idempotency=pending,
+            )
+            certificates_issued.labels(view.profile).inc()
+            return view
+
+        return await idempotent(
+            request,
+            "issueCertificate",
+            key=idempotency_key,
+            out_type=CertificateOut,
+            status_code=201,
+            run=run,
+            render=certificate_out,
         )
-        certificates_issued.labels(view.profile).inc()
-        return certificate_out(view)
 
     @get(
         "/{serial:str}",
@@ -71,32 +92,65 @@ class CertificateController(Controller):
         operation_id="revokeCertificate",
         guards=[require_admin],
         security=OPERATOR,
-        sync_to_thread=True,
         status_code=200,
         summary="Revoke a certificate (RFC 5280 reason)",
         responses=problems(400, 401, 404, 409, 503),
     )
-    def revoke(
-        self, request: Request[Any, Any, Any], data: RevokeRequest, serial: str = SerialParam
-    ) -> CertificateOut:
-        view = _authority(request).revoke(_actor(request), serial, data.reason)
-        certificates_revoked.labels(data.reason).inc()
-        return certificate_out(view)
+    async def revoke(
+        self,
+        request: Request[Any, Any, Any],
+        data: RevokeRequest,
+        serial: str = SerialParam,
+        idempotency_key: str | None = IdempotencyKey,
+    ) -> Response[CertificateOut]:
+        async def run(pending: Pending[CertificateView] | None) -> CertificateView:
+            revoke = partial(_authority(request).revoke, idempotency=pending)
+            view = await sync_to_thread(revoke, _actor(request), serial, data.reason)
+            certificates_revoked.labels(data.reason).inc()
+            return view
+
+        return await idempotent(
+            request,
+            "revokeCertificate",
+            key=idempotency_key,
+            out_type=CertificateOut,
+            status_code=200,
+            run=run,
+            render=certificate_out,
+        )
 
     @post(
         "/{serial:str}/renew",
         operation_id="renewCertificate",
         guards=[require_admin],
         security=OPERATOR,
-        sync_to_thread=True,
         summary="Renew: same identity and profile, new key allowed",
         responses=problems(400, 401, 404, 409, 422, 503),
     )
-    def renew(
-        self, request: Request[Any, Any, Any], data: RenewRequest, serial: str = SerialParam
-    ) -> CertificateOut:
-        view = _authority(request).renew(
-            _actor(request), serial, csr=data.csr.encode(), ttl=_ttl(data.ttl_seconds)
+    async def renew(
+        self,
+        request: Request[Any, Any, Any],
+        data: RenewRequest,
+        serial: str = SerialParam,
+        idempotency_key: str | None = IdempotencyKey,
+    ) -> Response[CertificateOut]:
+        async def run(pending: Pending[CertificateView] | None) -> CertificateView:
+            renew = partial(
+                _authority(request).renew,
+                csr=data.csr.encode(),
+                ttl=_ttl(data.ttl_seconds),
+                idempotency=pending,
+            )
+            view = await sync_to_thread(renew, _actor(request), serial)
+            certificates_issued.labels(view.profile).inc()
+            return view
+
+        return await idempotent(
+            request,
+            "renewCertificate",
+            key=idempotency_key,
+            out_type=CertificateOut,
+            status_code=201,
+            run=run,
+            render=certificate_out,
         )
-        certificates_issued.labels(view.profile).inc()
-        return certificate_out(view)
