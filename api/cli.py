@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import sys
@@ -138,17 +139,17 @@ def _run(args: argparse.Namespace) -> int:
         authority = services.authority
         if args.command == "ca":
             if args.ca_command == "rotate":
-                ca_view = authority.rotate(actor)
+                ca_view = authority.cas.rotate(actor)
                 print(f"new issuing CA {ca_view.id}, valid until {ca_view.not_after:%Y-%m-%dT%H:%M:%SZ}")
             elif args.ca_command == "bundle":
-                sys.stdout.write(authority.bundle_pem().decode())
+                sys.stdout.write(authority.cas.bundle_pem().decode())
             else:
-                for ca in authority.authorities():
+                for ca in authority.cas.authorities():
                     print(f"{ca.id}  {ca.kind:8} {ca.status:8} until {ca.not_after:%Y-%m-%dT%H:%M:%SZ}")
             return 0
         if args.cert_command == "issue":
             ttl: timedelta | None = parse_duration(args.ttl) if args.ttl else None
-            view = authority.issue(
+            issuing = authority.issue_async(
                 actor,
                 profile=args.profile,
                 csr=args.csr.read_bytes(),
@@ -156,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
                 dns_sans=args.dns,
                 ttl=ttl,
             )
+            view = asyncio.run(issuing)
             pem = b"".join(c.public_bytes(Encoding.PEM) for c in (view.certificate, *view.chain))
             if args.out:
                 args.out.write_bytes(pem)

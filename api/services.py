@@ -16,7 +16,8 @@ from pki.errors import PkiError
 from pki.signer import KeyBackend
 from provision import audit
 from provision.audit import Actor
-from provision.authority import Authority, AuthorityConfig, utcnow
+from provision.authority import Authority, utcnow
+from provision.config import AuthorityConfig
 from provision.db import make_engine, ping
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
@@ -52,7 +53,7 @@ class Services:
         services = cls(settings=settings, engine=engine, keys=keys, authority=authority)
         if bootstrap:
             try:
-                authority.bootstrap(Actor("system"))
+                authority.cas.bootstrap(Actor("system"))
             except BaseException:
                 services.close()
                 raise

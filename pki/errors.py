@@ -82,3 +82,8 @@ class IssuerExpired(PkiError):
 
     code = "issuer-expired"
     kind = "unavailable"
+
+
+class UnknownAuthority(PkiError):
+    code = "unknown-authority"
+    kind = "not_found"

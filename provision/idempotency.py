@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
-from provision.errors import IdempotencyKeyReused, InvalidIdempotencyKey
+from provision.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidIdempotencyKey
 from provision.tables import IdempotencyRecord
 
 T = TypeVar("T")
@@ -74,3 +75,25 @@ def lookup(engine: Engine, claim: Claim) -> Stored | None:
             f"Idempotency-Key {claim.key!r} was already used for a different request ({record.operation})"
         )
     return Stored(status_code=record.status_code, body=record.response_body)
+
+
+def lost_race(engine: Engine, exc: IntegrityError, pending: Pending[Any] | None) -> Exception:
+    """A concurrent request with the same Idempotency-Key committed first: nothing of ours was stored,
+    and a retry replays the winner. Any other integrity error is a real fault and stays one."""
+    if pending is not None and lookup(engine, pending.claim) is not None:
+        return IdempotencyKeyInUse(
+            f"a request with Idempotency-Key {pending.claim.key!r} completed concurrently; retry"
+        )
+    return exc
+
+
+def commit_with(session: Session, result: T, pending: Pending[T] | None, now: datetime) -> None:
+    """Commit the session's change together with the stored response for its Idempotency-Key."""
+    if pending is not None:
+        session.add(IdempotencyRecord(**pending.row(result, now)))
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        raise lost_race(engine, exc, pending) from None

@@ -17,7 +17,7 @@ from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import ca_rotations
 from api.problems import problems
 from api.schemas import AuthorityOut
-from provision.authority import CaView
+from provision.hierarchy import CaView
 from provision.idempotency import Pending
 
 _OCSP_RESPONSE = "application/ocsp-response"
@@ -36,7 +36,7 @@ class CaController(Controller):
         summary="Trust bundle: the root and every issuing CA still valid (old and new during a rotation)",
     )
     def bundle(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return Response(_authority(request).bundle_pem(), media_type="application/pem-certificate-chain")
+        return Response(_authority(request).cas.bundle_pem(), media_type="application/pem-certificate-chain")
 
     @get(
         "/authorities",
@@ -45,7 +45,7 @@ class CaController(Controller):
         summary="The CA hierarchy with each CA's status",
     )
     def authorities(self, request: Request[Any, Any, Any]) -> list[AuthorityOut]:
-        return [authority_out(view) for view in _authority(request).authorities()]
+        return [authority_out(view) for view in _authority(request).cas.authorities()]
 
     @get(
         "/crl",
@@ -56,7 +56,7 @@ class CaController(Controller):
         responses=problems(503),
     )
     def crl(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return Response(_authority(request).crl(), media_type="application/pkix-crl")
+        return Response(_authority(request).status.crl(), media_type="application/pkix-crl")
 
     @get(
         "/authorities/{ca_id:str}/crl",
@@ -69,7 +69,7 @@ class CaController(Controller):
     def authority_crl(
         self, request: Request[Any, Any, Any], ca_id: str = Parameter(max_length=64)
     ) -> Response[bytes]:
-        return Response(_authority(request).crl(ca_id), media_type="application/pkix-crl")
+        return Response(_authority(request).status.crl(ca_id), media_type="application/pkix-crl")
 
     @post(
         "/rotate",
@@ -85,7 +85,7 @@ class CaController(Controller):
     ) -> Response[AuthorityOut]:
         async def run(pending: Pending[CaView] | None) -> CaView:
             view = await sync_to_thread(
-                partial(_authority(request).rotate, idempotency=pending), _actor(request)
+                partial(_authority(request).cas.rotate, idempotency=pending), _actor(request)
             )
             ca_rotations.inc()
             return view
@@ -140,5 +140,7 @@ class OcspController(Controller):
     @staticmethod
     async def _answer(request: Request[Any, Any, Any], der: bytes) -> Response[bytes]:
         # Oversized requests are answered as malformed rather than parsed.
-        answer = await sync_to_thread(_authority(request).ocsp, der if len(der) <= _MAX_OCSP_REQUEST else b"")
+        answer = await sync_to_thread(
+            _authority(request).status.ocsp, der if len(der) <= _MAX_OCSP_REQUEST else b""
+        )
         return Response(answer, media_type=_OCSP_RESPONSE, headers={"Cache-Control": "max-age=60"})

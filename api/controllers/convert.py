@@ -8,7 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from api.schemas import AuthorityOut, CertificateOut
-from provision.authority import CaView, CertificateView
+from provision.authority import CertificateView
+from provision.hierarchy import CaView
 
 
 @lru_cache(maxsize=32)

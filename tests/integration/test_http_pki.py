@@ -400,3 +400,8 @@ def test_ocsp_get_survives_slashes_in_base64(service: RunningService) -> None:
             assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED, encoded
             checked += 1
     assert checked
+
+
+def test_crl_of_an_unknown_authority(service: RunningService) -> None:
+    with service.client() as client:
+        assert_problem(client.get("/v1/ca/authorities/deadbeef/crl"), 404, "unknown-authority")

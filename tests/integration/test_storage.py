@@ -3,6 +3,7 @@ with a fixed clock and file keys."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,8 @@ from pki import errors
 from pki.filekeys import FileKeyBackend
 from provision import audit
 from provision.audit import Actor
-from provision.authority import Authority, AuthorityConfig
+from provision.authority import Authority
+from provision.config import AuthorityConfig
 from provision.db import make_engine
 from provision.migrate import upgrade_to_head
 from provision.writer import BatchWriter
@@ -64,28 +66,28 @@ def authority(engine: Engine, tmp_path: Path) -> Iterator[tuple[Authority, Clock
     clock = Clock()
     config = AuthorityConfig(trust_domain="fleet.test", public_url="http://127.0.0.1:1")
     authority = Authority(engine, FileKeyBackend(tmp_path / "keys", b"secret"), config, clock=clock)
-    authority.bootstrap(ACTOR)
+    authority.cas.bootstrap(ACTOR)
     yield authority, clock
     authority.close()
 
 
 def test_bootstrap_is_idempotent(authority: tuple[Authority, Clock]) -> None:
     auth, _ = authority
-    auth.bootstrap(ACTOR)
-    kinds = sorted(ca.kind for ca in auth.authorities())
+    auth.cas.bootstrap(ACTOR)
+    kinds = sorted(ca.kind for ca in auth.cas.authorities())
     assert kinds == ["issuing", "root"]
 
 
 def test_issue_revoke_crl_numbers_grow(authority: tuple[Authority, Clock], database_url: str) -> None:
     auth, clock = authority
     _, csr = make_csr(uris=[truck_uri()])
-    view = auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    view = asyncio.run(auth.issue_async(ACTOR, profile="truck", csr=csr.encode()))
     assert auth.get(view.serial).status == "valid"
     assert auth.get(view.serial.upper()).serial == view.serial
-    first = x509.load_der_x509_crl(auth.crl())
+    first = x509.load_der_x509_crl(auth.status.crl())
     clock.now += timedelta(minutes=1)
     auth.revoke(ACTOR, view.serial, "key_compromise")
-    second = x509.load_der_x509_crl(auth.crl())
+    second = x509.load_der_x509_crl(auth.status.crl())
     number = x509.CRLNumber
     assert (
         second.extensions.get_extension_for_class(number).value.crl_number
@@ -103,7 +105,7 @@ def test_refused_issuance_stores_nothing(authority: tuple[Authority, Clock], dat
     auth, _ = authority
     _, csr = make_csr(uris=["spiffe://other.test/fleet/a/truck/b"])
     with pytest.raises(errors.SanOutsideTrustDomain):
-        auth.issue(ACTOR, profile="truck", csr=csr.encode())
+        asyncio.run(auth.issue_async(ACTOR, profile="truck", csr=csr.encode()))
     rows = audit_rows(database_url, "certificate.issue")
     assert [r["outcome"] for r in rows] == ["refused"] and rows[0]["code"] == "san-outside-trust-domain"
 
@@ -118,24 +120,26 @@ def test_unknown_serials(authority: tuple[Authority, Clock]) -> None:
 def test_rotation_keeps_old_certificates_answerable(authority: tuple[Authority, Clock]) -> None:
     auth, clock = authority
     _, csr = make_csr(uris=[truck_uri()])
-    old = auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    old = asyncio.run(auth.issue_async(ACTOR, profile="truck", csr=csr.encode()))
     clock.now += timedelta(seconds=5)
-    new_ca = auth.rotate(ACTOR)
-    new = auth.issue(ACTOR, profile="truck", csr=csr.encode())
+    new_ca = auth.cas.rotate(ACTOR)
+    new = asyncio.run(auth.issue_async(ACTOR, profile="truck", csr=csr.encode()))
     assert new.issuer_id == new_ca.id != old.issuer_id
-    assert len(x509.load_pem_x509_certificates(auth.bundle_pem())) == 3
+    assert len(x509.load_pem_x509_certificates(auth.cas.bundle_pem())) == 3
     auth.revoke(ACTOR, old.serial, "superseded")
-    old_crl = x509.load_der_x509_crl(auth.crl(old.issuer_id))
+    old_crl = x509.load_der_x509_crl(auth.status.crl(old.issuer_id))
     assert old_crl.get_revoked_certificate_by_serial_number(int(old.serial, 16)) is not None
     assert (
-        x509.load_der_x509_crl(auth.crl()).get_revoked_certificate_by_serial_number(int(old.serial, 16))
+        x509.load_der_x509_crl(auth.status.crl()).get_revoked_certificate_by_serial_number(
+            int(old.serial, 16)
+        )
         is None
     )
     # OCSP for a certificate of the retired CA is answered by that CA.
     request = (
         ocsp.OCSPRequestBuilder().add_certificate(old.certificate, old.chain[0], hashes.SHA256()).build()
     )
-    answer = ocsp.load_der_ocsp_response(auth.ocsp(request.public_bytes(Encoding.DER)))
+    answer = ocsp.load_der_ocsp_response(auth.status.ocsp(request.public_bytes(Encoding.DER)))
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
 
 
@@ -178,3 +182,32 @@ def test_group_commit_lands_everything_and_isolates_a_bad_row(engine: Engine, da
     assert len(targets) == 63 and set(range(64)) - set(targets) <= {3, 7}
     with pytest.raises(RuntimeError):
         writer.write([])
+
+
+def test_replicas_revoking_concurrently_keep_the_crl_complete(
+    authority: tuple[Authority, Clock], engine: Engine, tmp_path: Path
+) -> None:
+    """Two authorities on one database (two replicas) revoke at once: every revocation reaches the
+    CRL, and no CRL number is ever given to two different CRLs."""
+    first, clock = authority
+    config = AuthorityConfig(trust_domain="fleet.test", public_url="http://127.0.0.1:1")
+    second = Authority(engine, FileKeyBackend(tmp_path / "keys", b"secret"), config, clock=clock)
+    second.cas.bootstrap(ACTOR)
+    _, csr = make_csr(uris=[truck_uri()])
+    views = [asyncio.run(first.issue_async(ACTOR, profile="truck", csr=csr.encode())) for _ in range(12)]
+    seen: dict[int, bytes] = {}
+
+    def revoke(i: int) -> None:
+        replica = (first, second)[i % 2]
+        replica.revoke(ACTOR, views[i].serial, "key_compromise")
+        der = replica.status.crl()
+        number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber).value
+        assert seen.setdefault(number.crl_number, der) == der
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(revoke, range(12)))
+        final = x509.load_der_x509_crl(second.status.crl())
+    finally:
+        second.close()
+    assert all(final.get_revoked_certificate_by_serial_number(int(v.serial, 16)) for v in views)
