@@ -180,9 +180,31 @@ def _refuse(operation: str) -> NoReturn:
     raise PrivateKeyNotExportable(operation)
 
 
-class _TransitECKey(ec.EllipticCurvePrivateKey):
-    def __init__(self, signer: TransitSigner, public: ec.EllipticCurvePublicKey) -> None:
+class _Sealed:
+    """What every Transit-backed key object shares: it signs through its TransitSigner and refuses to
+    hand out private material, which never leaves Vault."""
+
+    def __init__(self, signer: TransitSigner) -> None:
         self._signer = signer
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        _refuse("private_bytes")
+
+    def __reduce__(self) -> NoReturn:
+        _refuse("pickle")
+
+    def __repr__(self) -> str:
+        return f"<transit key {self._signer.key_ref}>"
+
+
+class _TransitECKey(_Sealed, ec.EllipticCurvePrivateKey):
+    def __init__(self, signer: TransitSigner, public: ec.EllipticCurvePublicKey) -> None:
+        super().__init__(signer)
         self._public = public
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
@@ -208,14 +230,6 @@ class _TransitECKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         _refuse("private_numbers")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse("private_bytes")
-
     # A copy is just another handle on the same Vault key; it exposes nothing.
     def __copy__(self) -> ec.EllipticCurvePrivateKey:
         return self
@@ -223,21 +237,15 @@ class _TransitECKey(ec.EllipticCurvePrivateKey):
     def __deepcopy__(self, memo: dict[int, object]) -> ec.EllipticCurvePrivateKey:
         return self
 
-    def __reduce__(self) -> NoReturn:
-        _refuse("pickle")
-
-    def __repr__(self) -> str:
-        return f"<transit EC key {self._signer.key_ref}>"
-
 
 # Alias: RSAPrivateKey.sign names its parameter `padding`, shadowing the module.
 _PKCS1v15 = padding.PKCS1v15
 _AsymmetricPadding = padding.AsymmetricPadding
 
 
-class _TransitRSAKey(rsa.RSAPrivateKey):
+class _TransitRSAKey(_Sealed, rsa.RSAPrivateKey):
     def __init__(self, signer: TransitSigner, public: rsa.RSAPublicKey) -> None:
-        self._signer = signer
+        super().__init__(signer)
         self._public = public
 
     def sign(
@@ -266,30 +274,16 @@ class _TransitRSAKey(rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         _refuse("private_numbers")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse("private_bytes")
-
     def __copy__(self) -> rsa.RSAPrivateKey:
         return self
 
     def __deepcopy__(self, memo: dict[int, object]) -> rsa.RSAPrivateKey:
         return self
 
-    def __reduce__(self) -> NoReturn:
-        _refuse("pickle")
 
-    def __repr__(self) -> str:
-        return f"<transit RSA key {self._signer.key_ref}>"
-
-
-class _TransitEd25519Key(ed25519.Ed25519PrivateKey):
+class _TransitEd25519Key(_Sealed, ed25519.Ed25519PrivateKey):
     def __init__(self, signer: TransitSigner, public: ed25519.Ed25519PublicKey) -> None:
-        self._signer = signer
+        super().__init__(signer)
         self._public = public
 
     def sign(self, data: Buffer) -> bytes:
@@ -299,14 +293,6 @@ class _TransitEd25519Key(ed25519.Ed25519PrivateKey):
     def public_key(self) -> ed25519.Ed25519PublicKey:
         return self._public
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse("private_bytes")
-
     def private_bytes_raw(self) -> bytes:
         _refuse("private_bytes_raw")
 
@@ -315,12 +301,6 @@ class _TransitEd25519Key(ed25519.Ed25519PrivateKey):
 
     def __deepcopy__(self, memo: dict[int, object]) -> ed25519.Ed25519PrivateKey:
         return self
-
-    def __reduce__(self) -> NoReturn:
-        _refuse("pickle")
-
-    def __repr__(self) -> str:
-        return f"<transit Ed25519 key {self._signer.key_ref}>"
 
 
 def _wrap(signer: TransitSigner) -> CertificateIssuerPrivateKeyTypes:
