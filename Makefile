@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_TEST_PACKAGES := openssl postgresql
+APT_TEST_PACKAGES := openssl postgresql swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc
 
 .PHONY: run test lint unit integration bench apt postgres clean
 
