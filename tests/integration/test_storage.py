@@ -4,6 +4,7 @@ with a fixed clock and file keys."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import Engine
@@ -20,6 +22,7 @@ from sqlmodel import SQLModel
 
 from pki import errors
 from pki.filekeys import FileKeyBackend
+from pki.signer import KeyAlgorithm, algorithm_of
 from provision import audit
 from provision.audit import Actor
 from provision.authority import Authority
@@ -211,3 +214,63 @@ def test_replicas_revoking_concurrently_keep_the_crl_complete(
     finally:
         second.close()
     assert all(final.get_revoked_certificate_by_serial_number(int(v.serial, 16)) for v in views)
+
+
+@pytest.mark.parametrize("algorithm", [KeyAlgorithm.EC_P384, KeyAlgorithm.RSA_3072], ids=str)
+def test_selectable_ca_algorithms_verify_with_openssl(algorithm: KeyAlgorithm, tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'ws.db'}")
+    upgrade_to_head(engine)
+    config = AuthorityConfig(
+        trust_domain="fleet.test", public_url="http://127.0.0.1:1", ca_key_algorithm=algorithm
+    )
+    auth = Authority(engine, FileKeyBackend(tmp_path / "keys", b"secret"), config)
+    try:
+        auth.cas.bootstrap(ACTOR)
+        _, csr = make_csr(uris=[truck_uri()])
+        view = asyncio.run(auth.issue_async(ACTOR, profile="truck", csr=csr.encode()))
+        auth.revoke(ACTOR, view.serial, "superseded")
+        (tmp_path / "root.pem").write_bytes(view.chain[1].public_bytes(Encoding.PEM))
+        (tmp_path / "issuing.pem").write_bytes(view.chain[0].public_bytes(Encoding.PEM))
+        (tmp_path / "leaf.pem").write_bytes(view.certificate.public_bytes(Encoding.PEM))
+        (tmp_path / "crl.der").write_bytes(auth.status.crl())
+    finally:
+        auth.close()
+        engine.dispose()
+    ca_key = view.chain[0].public_key()
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+    assert algorithm_of(ca_key) is algorithm
+    verified = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(tmp_path / "root.pem"),
+            "-untrusted",
+            str(tmp_path / "issuing.pem"),
+            str(tmp_path / "leaf.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    (tmp_path / "bundle.pem").write_bytes(
+        (tmp_path / "root.pem").read_bytes() + (tmp_path / "issuing.pem").read_bytes()
+    )
+    crl = subprocess.run(
+        [
+            "openssl",
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            str(tmp_path / "crl.der"),
+            "-CAfile",
+            str(tmp_path / "bundle.pem"),
+            "-noout",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "verify OK" in crl.stderr, crl.stderr
