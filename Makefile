@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 APT_TEST_PACKAGES := openssl postgresql swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc
 
 .PHONY: run test lint unit integration bench apt postgres clean
@@ -12,6 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Tests also need the agent's TPM bindings, which build against the TSS headers from apt.
+$(TEST_STAMP): $(STAMP) | apt
+	$(BIN)/python -m pip install --quiet -e '.[dev,agent]'
+	touch $(TEST_STAMP)
 
 # The embedded default: SQLite + file keys under ./data, no other server.
 run: $(STAMP)
@@ -25,20 +31,20 @@ apt:
 postgres: apt
 	bash .ci/postgres.sh
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+unit: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) postgres
+integration: $(TEST_STAMP) postgres
 	$(BIN)/pytest -q tests/integration
 
 # The whole suite: set-up, static checks (ruff, mypy --strict, import contract), then every test.
-test: $(STAMP) postgres lint
+test: $(TEST_STAMP) postgres lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
