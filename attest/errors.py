@@ -1,0 +1,170 @@
+"""Typed attestation errors. Each carries a stable `code` (the problem+json type suffix) and a `kind`
+that the HTTP layer maps to a status; the core itself knows nothing of HTTP.
+
+Verification in `attest` returns a verified object or raises exactly one of these per failure kind,
+so callers (and the audit log) can tell *why* a TPM was turned away without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "forbidden"]
+
+
+class AttestError(Exception):
+    code: ClassVar[str] = "attest-error"
+    kind: ClassVar[ErrorKind] = "invalid"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- TPM structures -------------------------------------------------------------------------
+
+
+class MalformedStructure(AttestError):
+    """A TPM structure is truncated, has trailing bytes, or holds a value its type does not allow."""
+
+    code = "malformed-tpm-structure"
+
+
+class UnsupportedAlgorithm(AttestError):
+    """A well-formed structure names an algorithm (key type, hash, curve, scheme) we do not accept."""
+
+    code = "unsupported-algorithm"
+
+
+class UnsupportedKeyType(UnsupportedAlgorithm):
+    """TPMT_PUBLIC.type is neither TPM_ALG_RSA nor TPM_ALG_ECC."""
+
+    code = "unsupported-key-type"
+
+
+# --- Attestation key (AK) -------------------------------------------------------------------
+
+
+class AkRejected(AttestError):
+    """The AK public area does not describe a key the authority accepts as an attestation key."""
+
+    code = "ak-rejected"
+
+
+class AkNotRestricted(AkRejected):
+    code = "ak-not-restricted"
+
+
+class AkNotSigning(AkRejected):
+    code = "ak-not-signing"
+
+
+class AkCanDecrypt(AkRejected):
+    code = "ak-can-decrypt"
+
+
+class AkNotFixedTpm(AkRejected):
+    code = "ak-not-fixed-tpm"
+
+
+class AkNotFixedParent(AkRejected):
+    code = "ak-not-fixed-parent"
+
+
+class AkNotSensitiveDataOrigin(AkRejected):
+    code = "ak-not-sensitive-data-origin"
+
+
+class AkWeakKey(AkRejected):
+    """RSA below 2048 bits, or an ECC curve other than NIST P-256 / P-384."""
+
+    code = "ak-weak-key"
+
+
+class AkWeakNameAlg(AkRejected):
+    """The AK's nameAlg is not SHA-256 or SHA-384 (its name would be a weak binding)."""
+
+    code = "ak-weak-name-alg"
+
+
+class AkSchemeNotPinned(AkRejected):
+    """The AK leaves its signing scheme NULL, so quotes could pick any scheme and hash."""
+
+    code = "ak-scheme-not-pinned"
+
+
+class AkUnsupportedScheme(AkRejected):
+    """The AK's scheme is not RSASSA (RSA) / ECDSA (ECC) with SHA-256 or SHA-384."""
+
+    code = "ak-unsupported-scheme"
+
+
+# --- Endorsement key (EK) -------------------------------------------------------------------
+
+
+class EkRejected(AttestError):
+    code = "ek-rejected"
+    kind: ClassVar[ErrorKind] = "forbidden"
+
+
+class MalformedEkCertificate(EkRejected):
+    code = "malformed-ek-certificate"
+    kind = "invalid"
+
+
+class EkChainUntrusted(EkRejected):
+    """No chain of valid signatures leads from the EK certificate to a pinned manufacturer root."""
+
+    code = "ek-chain-untrusted"
+
+
+class EkCertificateExpired(EkRejected):
+    code = "ek-certificate-expired"
+
+
+class EkCertificateNotYetValid(EkRejected):
+    code = "ek-certificate-not-yet-valid"
+
+
+class EkIssuerNotCa(EkRejected):
+    """An issuer in the chain lacks CA:true or keyCertSign, or its path length is exceeded."""
+
+    code = "ek-issuer-not-ca"
+
+
+class EkLeafIsCa(EkRejected):
+    code = "ek-leaf-is-ca"
+
+
+class EkUnhandledCriticalExtension(EkRejected):
+    """A certificate in the chain has a critical extension this verifier does not process."""
+
+    code = "ek-unhandled-critical-extension"
+
+
+class EkKeyMismatch(EkRejected):
+    """The EK public area the TPM presented is not the key its EK certificate certifies."""
+
+    code = "ek-key-mismatch"
+
+
+# --- Credential challenge -------------------------------------------------------------------
+
+
+class CredentialSecretSize(AttestError):
+    """The MakeCredential secret is shorter than 128 bits or longer than the EK's digest size."""
+
+    code = "credential-secret-size"
+
+
+class EkNotStorageKey(AttestError):
+    """The EK cannot receive a credential: not restricted+decrypt, or no AES-CFB symmetric."""
+
+    code = "ek-not-storage-key"
+
+
+class ActivationSecretMismatch(AttestError):
+    """The secret the TPM recovered with ActivateCredential is not the one the authority sealed."""
+
+    code = "activation-secret-mismatch"
+    kind = "forbidden"
