@@ -168,3 +168,118 @@ class ActivationSecretMismatch(AttestError):
 
     code = "activation-secret-mismatch"
     kind = "forbidden"
+
+
+# --- Attestation structures (TPMS_ATTEST, TPMT_SIGNATURE) -------------------------------------
+
+
+class NotTpmGenerated(AttestError):
+    """TPMS_ATTEST.magic is not TPM_GENERATED_VALUE (0xff544347): the TPM did not make this structure."""
+
+    code = "not-tpm-generated"
+
+
+class UnsupportedAttestType(AttestError):
+    """TPMS_ATTEST.type is not an attestation type this verifier parses (CERTIFY, QUOTE)."""
+
+    code = "unsupported-attest-type"
+
+
+class UnsupportedSignatureScheme(UnsupportedAlgorithm):
+    """TPMT_SIGNATURE.sigAlg is neither TPM_ALG_ECDSA nor TPM_ALG_RSASSA."""
+
+    code = "unsupported-signature-scheme"
+
+
+class SignatureSchemeMismatch(AttestError):
+    """The signature's scheme or hash is not the one pinned in the enrolled AK."""
+
+    code = "signature-scheme-mismatch"
+    kind = "forbidden"
+
+
+class BadAttestSignature(AttestError):
+    """The signature over the TPMS_ATTEST bytes does not verify with the enrolled AK."""
+
+    code = "bad-attest-signature"
+    kind = "forbidden"
+
+
+class WrongAttestType(AttestError):
+    """A well-formed, correctly signed TPMS_ATTEST of another type than the one the caller expects."""
+
+    code = "wrong-attest-type"
+
+
+class QualifyingDataMismatch(AttestError):
+    """TPMS_ATTEST.extraData is not the qualifying data (nonce) the authority issued."""
+
+    code = "qualifying-data-mismatch"
+    kind = "forbidden"
+
+
+# --- Certify of the identity key ------------------------------------------------------------
+
+
+class CertifiedNameMismatch(AttestError):
+    """The name in TPMS_CERTIFY_INFO is not the name of the identity public area presented."""
+
+    code = "certified-name-mismatch"
+    kind = "forbidden"
+
+
+class IdentityKeyRejected(AttestError):
+    """The certified identity key is not a key the authority issues identity certificates for."""
+
+    code = "identity-key-rejected"
+
+
+class IdentityKeyNotTpmBound(IdentityKeyRejected):
+    """The identity key could leave the TPM or its parent, or was imported rather than made inside."""
+
+    code = "identity-key-not-tpm-bound"
+
+
+class IdentityKeyNotFixedTpm(IdentityKeyNotTpmBound):
+    code = "identity-key-not-fixed-tpm"
+
+
+class IdentityKeyNotFixedParent(IdentityKeyNotTpmBound):
+    code = "identity-key-not-fixed-parent"
+
+
+class IdentityKeyNotSensitiveDataOrigin(IdentityKeyNotTpmBound):
+    code = "identity-key-not-sensitive-data-origin"
+
+
+class IdentityKeyNotSigning(IdentityKeyRejected):
+    code = "identity-key-not-signing"
+
+
+class IdentityKeyRestricted(IdentityKeyRejected):
+    """A restricted key only signs TPM-made digests: it is an AK, not an identity key for CSRs."""
+
+    code = "identity-key-restricted"
+
+
+class IdentityKeyCanDecrypt(IdentityKeyRejected):
+    code = "identity-key-can-decrypt"
+
+
+class IdentityKeyWeak(IdentityKeyRejected):
+    """RSA below 2048 bits, or an ECC curve other than NIST P-256 / P-384."""
+
+    code = "identity-key-weak"
+
+
+class IdentityKeyWeakNameAlg(IdentityKeyRejected):
+    """The identity key's nameAlg is not SHA-256 or SHA-384, so its name is a weak binding."""
+
+    code = "identity-key-weak-name-alg"
+
+
+class CsrKeyMismatch(AttestError):
+    """The CSR's public key is not the TPM-resident identity key the Certify statement covers."""
+
+    code = "csr-key-mismatch"
+    kind = "forbidden"

@@ -2,6 +2,9 @@
 
 Offsets are into the TPM2B_PUBLIC files as tpm2-tools wrote them: u16 size, then TPMT_PUBLIC:
 type @2, nameAlg @4, objectAttributes @6, authPolicy (TPM2B) @10, then the parameters.
+
+The certify-*.json vectors hold hex: the AK and identity key as bare TPMT_PUBLIC (no size prefix,
+so objectAttributes @4), the TPMS_ATTEST and TPMT_SIGNATURE the TPM returned, the nonce and the CSR.
 """
 
 from __future__ import annotations
@@ -71,3 +74,63 @@ def set_attributes(tpm2b_public: bytes, *, clear: int = 0, set_: int = 0) -> byt
 def rewrap(tpmt: bytes) -> bytes:
     """A TPM2B_PUBLIC around `tpmt` (for mutations that change the length)."""
     return struct.pack(">H", len(tpmt)) + tpmt
+
+
+# --- certify vectors ------------------------------------------------------------------------
+
+TPMT_ATTRIBUTES_AT = ATTRIBUTES_AT - 2  # in a bare TPMT_PUBLIC
+
+# TPMS_ATTEST (Part 2 §10.12.12): magic @0, type @4, qualifiedSigner (TPM2B) @6, then the rest.
+MAGIC_AT = 0
+ATTEST_TYPE_AT = 4
+QUALIFIED_SIGNER_AT = 6
+
+# TPMT_SIGNATURE with ECDSA (§11.3.4): sigAlg @0, hash @2, signatureR (TPM2B) @4.
+SIG_ALG_AT = 0
+SIG_HASH_AT = 2
+SIG_R_AT = 4
+
+
+def certify_vector(kind: str = "ecc") -> dict[str, bytes]:
+    """certify-<kind>.json decoded: nonce, ak_public, identity_public, attest, signature, csr."""
+    loaded: dict[str, str] = json.loads(raw(f"certify-{kind}.json"))
+    return {key: bytes.fromhex(value) for key, value in loaded.items()}
+
+
+def u16_at(data: bytes, offset: int) -> int:
+    value: int = struct.unpack_from(">H", data, offset)[0]
+    return value
+
+
+def attest_offsets(attest: bytes) -> dict[str, int]:
+    """Offsets of the TPMS_ATTEST fields after the variable-length qualifiedSigner.
+
+    extra_data, name and qualified_name point at the TPM2B size; the others at the value.
+    """
+    at = QUALIFIED_SIGNER_AT
+    at += 2 + u16_at(attest, at)
+    offsets = {"extra_data": at}
+    at += 2 + u16_at(attest, at)
+    # TPMS_CLOCK_INFO: clock u64, resetCount u32, restartCount u32, safe u8; then firmwareVersion u64.
+    offsets |= {"clock": at, "reset_count": at + 8, "restart_count": at + 12, "safe": at + 16}
+    at += 17
+    offsets["firmware_version"] = at
+    at += 8
+    offsets["name"] = at  # TPMS_CERTIFY_INFO.name (for a CERTIFY attest)
+    at += 2 + u16_at(attest, at)
+    offsets["qualified_name"] = at
+    return offsets
+
+
+def put_u8(data: bytes, offset: int, value: int) -> bytes:
+    return data[:offset] + bytes([value]) + data[offset + 1 :]
+
+
+def flip(data: bytes, offset: int) -> bytes:
+    """`data` with every bit of the byte at `offset` inverted."""
+    return put_u8(data, offset, data[offset] ^ 0xFF)
+
+
+def set_tpmt_attributes(tpmt_public: bytes, *, clear: int = 0, set_: int = 0) -> bytes:
+    attributes = (u32_at(tpmt_public, TPMT_ATTRIBUTES_AT) & ~clear) | set_
+    return put_u32(tpmt_public, TPMT_ATTRIBUTES_AT, attributes)

@@ -3,6 +3,7 @@
 Regenerate (needs swtpm and tpm2-tools; overwrites the files beside this script):
 
     .venv/bin/python -m tests.unit.vectors.attest.regenerate
+    .venv/bin/python -m tests.unit.vectors.attest.regenerate --certify-only   # certify-*.json only
 
 Every run manufactures a fresh TPM (new EKs, new manufacturer CA), so the bytes change; what must
 not change is their shape, which tests/integration/test_attest_swtpm.py checks by regenerating into
@@ -15,6 +16,11 @@ a scratch dir and comparing. Files written:
 - ak-ecc.pub/.name               P-256 ECDSA-SHA256 AK made by tpm2_createak under the P-384 EK
 - credential-ecc.json            make_credential(ek-ecc, ak-ecc name, secret) with the recorded
                                  `rand` bytes, which the TPM was shown to activate before writing
+- certify-ecc.json, certify-rsa.json
+                                 TPM2_Certify by the real agent (agent.tpm.TruckTpm) under the P-384
+                                 EK: an ECDSA-SHA256 P-256 / RSASSA-SHA256 RSA-2048 AK certifies a
+                                 P-256 identity key with a random 32-byte nonce; with the AK and
+                                 identity TPMT_PUBLICs and a DER CSR the identity key signed in the TPM
 - meta.json                      a `now` inside every certificate's validity
 
 The helpers here (create_ak, activate, tpm2-tools credential file) are shared with the integration
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +40,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
+from agent.tpm import AkAlgorithm, TruckTpm
 from attest.credential import MadeCredential, make_credential
 from attest.public import ObjectAttributes, TpmtPublic, parse_tpm2b_public
 from tests.support.swtpm import EK_PROFILES, Kind, RunningTpm, manufacturer_ca, running_tpms
@@ -169,6 +179,46 @@ class ReplayRand:
         return not self._data
 
 
+CERTIFY_VECTORS: dict[str, AkAlgorithm] = {"certify-ecc.json": "ecc-p256", "certify-rsa.json": "rsa-2048"}
+
+
+def record_certify(tpm: RunningTpm, ek_kind: Kind, ak_algorithm: AkAlgorithm) -> dict[str, str]:
+    """The agent's enrollment evidence: AK, identity key, Certify over a fresh nonce, CSR (all hex)."""
+    nonce = os.urandom(32)
+    with TruckTpm.open(tpm.tcti) as truck:
+        ak = truck.create_attestation_key(ek_kind, ak_algorithm)
+        identity = truck.create_identity_key(ek_kind)
+        attest, signature = truck.certify(identity, ak, nonce)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "truck-vector")])
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(subject)
+            .sign(truck.identity_signer(identity), hashes.SHA256())
+        )
+    return {
+        "nonce": nonce.hex(),
+        "ak_public": ak.public.hex(),
+        "identity_public": identity.public.hex(),
+        "attest": attest.hex(),
+        "signature": signature.hex(),
+        "csr": csr.public_bytes(serialization.Encoding.DER).hex(),
+    }
+
+
+def write_certify_vectors(tpm: RunningTpm, out_dir: Path) -> None:
+    for file_name, ak_algorithm in CERTIFY_VECTORS.items():
+        vector = record_certify(tpm, "ecc", ak_algorithm)
+        (out_dir / file_name).write_text(json.dumps(vector, indent=2) + "\n")
+
+
+def record_certify_only(out_dir: Path, scratch: Path) -> None:
+    """Write only the certify-*.json vectors, from a freshly manufactured TPM."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ca = manufacturer_ca(scratch / "vector-tpm-ca", "vector-tpm")
+    with running_tpms(scratch / "tpms", ca, 1, "ecc") as (tpm,):
+        write_certify_vectors(tpm, out_dir)
+
+
 def record(out_dir: Path, scratch: Path) -> None:
     """Manufacture a TPM in `scratch` and write every vector into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +254,8 @@ def record(out_dir: Path, scratch: Path) -> None:
         }
         (out_dir / "credential-ecc.json").write_text(json.dumps(vector, indent=2) + "\n")
 
+        write_certify_vectors(tpm, out_dir)
+
     chain = [
         *certs,
         *(x509.load_pem_x509_certificate(p.read_bytes()) for p in (ca.root_pem, ca.intermediate_pem)),
@@ -214,8 +266,12 @@ def record(out_dir: Path, scratch: Path) -> None:
 
 
 def main() -> None:
+    """Write every vector; with `--certify-only`, only the certify-*.json ones."""
     with tempfile.TemporaryDirectory(prefix="attest-vectors-") as scratch:
-        record(HERE, Path(scratch))
+        if "--certify-only" in sys.argv[1:]:
+            record_certify_only(HERE, Path(scratch))
+        else:
+            record(HERE, Path(scratch))
     print(f"vectors written to {HERE}")
 
 
