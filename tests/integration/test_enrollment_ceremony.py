@@ -1,7 +1,8 @@
 """The enrollment handshake end to end, without HTTP: the truck's agent on a real swtpm, the authority's
 pure checks in attest/. EK certificate to the pinned manufacturer root, EK public = certificate key, AK
 checked and named by the authority, MakeCredential sealed to the EK for that name, ActivateCredential on
-the TPM, secret compared in constant time. Negatives: a rogue manufacturer, a secret that does not match,
+the TPM, secret compared in constant time, and the identity key's Certify over the authority's nonce
+matching the key that signed the CSR. Negatives: a rogue manufacturer, a secret that does not match,
 and a credential bound to a name other than the AK's."""
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 from tpm2_pytss.TSS2_Exception import TSS2_Exception
 
 from agent.state import EkKind
 from agent.tpm import TruckTpm
 from attest.ak import check_attestation_key
+from attest.certify import verify_certify
 from attest.credential import make_credential, secrets_match
 from attest.ek import check_ek_matches, verify_ek_certificate
 from attest.errors import ActivationSecretMismatch, EkChainUntrusted
@@ -58,6 +62,26 @@ def test_enrollment_ceremony(
         secrets_match(secret, recovered)
         with pytest.raises(ActivationSecretMismatch):
             secrets_match(secret, bytes(32))
+
+        # Identity key: certified by the AK over the authority's nonce, and the key that signed the CSR.
+        identity = truck.create_identity_key(kind)
+        nonce = os.urandom(32)
+        statement, signature = truck.certify(identity, ak, nonce)
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t-001")]))
+            .sign(truck.identity_signer(identity), hashes.SHA256())
+        )
+        assert csr.is_signature_valid
+        certified = verify_certify(
+            statement,
+            signature,
+            ak=verified_ak,
+            qualifying_data=nonce,
+            identity=parse_tpmt_public(identity.public),
+            csr_public_key=csr.public_key(),
+        )
+        assert certified.identity.name() == parse_tpmt_public(identity.public).name()
 
         # A credential bound to another object's name (say, a software key the truck claims is its AK).
         other = truck.create_attestation_key(kind)
