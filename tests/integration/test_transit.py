@@ -282,8 +282,9 @@ def test_signature_from_other_key_does_not_verify(signers: dict[KeyAlgorithm, Tr
         other.verify(raw_sign(p256, b"x"), b"x", ec.ECDSA(hashes.SHA256()))
 
 
-def test_check_passes_when_up(backend: TransitBackend) -> None:
-    backend.check()
+def test_check_passes_when_up(backend: TransitBackend, signers: dict[KeyAlgorithm, TransitSigner]) -> None:
+    backend.check()  # raises SignerUnavailable when Vault is down or sealed (tested below)
+    assert raw_sign(signers[KeyAlgorithm.EC_P256], b"ready")
 
 
 def test_bad_token_is_unavailable(openbao: OpenBao) -> None:

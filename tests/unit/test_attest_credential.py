@@ -162,7 +162,10 @@ def test_secret_of_15_bytes() -> None:
 
 
 def test_secret_of_16_bytes_is_enough() -> None:
-    make_credential(parse_tpm2b_public(raw("ek-ecc.pub")), AK_NAME, bytes(16))
+    made = make_credential(parse_tpm2b_public(raw("ek-ecc.pub")), AK_NAME, bytes(16))
+    # encIdentity is TPM2B_DIGEST(secret): 2 + 16 bytes after the size-prefixed outer HMAC.
+    outer = int.from_bytes(made.credential_blob[:2], "big")
+    assert len(made.credential_blob) == 2 + outer + 2 + 16
 
 
 def test_secret_longer_than_ek_digest() -> None:

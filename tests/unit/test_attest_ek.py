@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from attest.ek import check_ek_matches, verify_ek_certificate
+from attest.ek import VerifiedEk, check_ek_matches, verify_ek_certificate
 from attest.errors import (
     EkCertificateExpired,
     EkCertificateNotYetValid,
@@ -186,7 +186,7 @@ def der(issued: Issued) -> bytes:
     return issued.cert.public_bytes(serialization.Encoding.DER)
 
 
-def verify_synthetic(leaf: Issued, intermediates: Sequence[Issued], root: Issued) -> object:
+def verify_synthetic(leaf: Issued, intermediates: Sequence[Issued], root: Issued) -> VerifiedEk:
     return verify_ek_certificate(
         der(leaf),
         intermediates=[i.cert for i in intermediates],
@@ -199,7 +199,8 @@ def test_synthetic_two_level_chain_verifies() -> None:
     root = issue("root", None, ca=True)
     inter = issue("inter", root, ca=True, path_length=0)
     leaf = issue("ek", inter, ca=False, usage=KEY_AGREEMENT)
-    verify_synthetic(leaf, [inter], root)
+    verified = verify_synthetic(leaf, [inter], root)
+    assert verified.chain == (leaf.cert, inter.cert, root.cert)
 
 
 def test_issuer_without_ca_true() -> None:
@@ -248,7 +249,8 @@ def test_path_length_respected() -> None:
     inter1 = issue("inter1", root, ca=True, path_length=1)
     inter2 = issue("inter2", inter1, ca=True, path_length=0)
     leaf = issue("ek", inter2, ca=False, usage=KEY_AGREEMENT)
-    verify_synthetic(leaf, [inter2, inter1], root)
+    verified = verify_synthetic(leaf, [inter2, inter1], root)
+    assert verified.chain == (leaf.cert, inter2.cert, inter1.cert, root.cert)
 
 
 def test_leaf_is_ca() -> None:

@@ -99,7 +99,9 @@ def test_ed25519_key_in_truck_profile() -> None:
 
 
 def test_ed25519_key_in_service_profile_is_fine() -> None:
-    validate("service", ed25519.Ed25519PrivateKey.generate(), dns=("api.fleet.test",))
+    request = validate("service", ed25519.Ed25519PrivateKey.generate(), dns=("api.fleet.test",))
+    assert isinstance(request.public_key, ed25519.Ed25519PublicKey)
+    assert request.dns_sans == ("api.fleet.test",)
 
 
 def test_ed448_key() -> None:
