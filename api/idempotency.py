@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
-from api.services import actor_name
+from api.services import actor_of
 from provision.idempotency import Claim, Pending, lookup
 
 Out = TypeVar("Out", bound=msgspec.Struct)
@@ -39,7 +39,7 @@ async def idempotent(
     if key is None:
         return Response(render(await run(None)), status_code=status_code)
     body = await request.body()
-    claim = Claim.of(actor_name(request), key, operation, request.url.path.encode() + b"\n" + body)
+    claim = Claim.of(actor_of(request).name, key, operation, request.url.path.encode() + b"\n" + body)
     stored = await sync_to_thread(lookup, request.app.state.services.engine, claim)
     if stored is not None:
         replayed = msgspec.json.decode(stored.body, type=out_type)

@@ -80,11 +80,10 @@ class Services:
         return checks
 
     def audit_refusal(self, request: Request[Any, Any, Any], *, code: str, reason: str) -> None:
-        actor = Actor(actor_name(request), request_id_var.get() or None)
         try:
             audit.record_refusal(
                 self.engine,
-                actor,
+                actor_of(request),
                 f"{request.method} {request.url.path}"[:64],
                 at=utcnow(),
                 code=code,
@@ -95,9 +94,15 @@ class Services:
             log.exception("audit write failed", extra={"code": code, "reason": reason})
 
 
-def actor_name(request: Request[Any, Any, Any]) -> str:
+def actor_of(request: Request[Any, Any, Any]) -> Actor:
+    """Who is asking: set by the auth guard (never by the request body), with the request id."""
     user = request.scope.get("user")
-    return user if isinstance(user, str) else "anonymous"
+    return Actor(user if isinstance(user, str) else "anonymous", request_id_var.get() or None)
+
+
+def authority_of(request: Request[Any, Any, Any]) -> Authority:
+    services: Services = request.app.state.services
+    return services.authority
 
 
 def authority_config(settings: Settings) -> AuthorityConfig:

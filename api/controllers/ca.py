@@ -11,16 +11,17 @@ from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
 from api.auth import OPERATOR, require_admin
-from api.controllers.certificates import _actor, _authority
 from api.controllers.convert import authority_out
 from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import ca_rotations
 from api.problems import problems
 from api.schemas import AuthorityOut
+from api.services import actor_of, authority_of
 from provision.hierarchy import CaView
 from provision.idempotency import Pending
 
 _OCSP_RESPONSE = "application/ocsp-response"
+_PEM_CHAIN = "application/pem-certificate-chain"
 _MAX_OCSP_REQUEST = 4096
 
 
@@ -32,11 +33,11 @@ class CaController(Controller):
         "/bundle",
         operation_id="getTrustBundle",
         sync_to_thread=True,
-        media_type="application/pem-certificate-chain",
+        media_type=_PEM_CHAIN,
         summary="Trust bundle: the root and every issuing CA still valid (old and new during a rotation)",
     )
     def bundle(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return Response(_authority(request).cas.bundle_pem(), media_type="application/pem-certificate-chain")
+        return Response(authority_of(request).cas.bundle_pem(), media_type=_PEM_CHAIN)
 
     @get(
         "/authorities",
@@ -45,7 +46,7 @@ class CaController(Controller):
         summary="The CA hierarchy with each CA's status",
     )
     def authorities(self, request: Request[Any, Any, Any]) -> list[AuthorityOut]:
-        return [authority_out(view) for view in _authority(request).cas.authorities()]
+        return [authority_out(view) for view in authority_of(request).cas.authorities()]
 
     @get(
         "/crl",
@@ -56,7 +57,7 @@ class CaController(Controller):
         responses=problems(503),
     )
     def crl(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return Response(_authority(request).status.crl(), media_type="application/pkix-crl")
+        return Response(authority_of(request).status.crl(), media_type="application/pkix-crl")
 
     @get(
         "/authorities/{ca_id:str}/crl",
@@ -69,7 +70,7 @@ class CaController(Controller):
     def authority_crl(
         self, request: Request[Any, Any, Any], ca_id: str = Parameter(max_length=64)
     ) -> Response[bytes]:
-        return Response(_authority(request).status.crl(ca_id), media_type="application/pkix-crl")
+        return Response(authority_of(request).status.crl(ca_id), media_type="application/pkix-crl")
 
     @post(
         "/rotate",
@@ -85,7 +86,7 @@ class CaController(Controller):
     ) -> Response[AuthorityOut]:
         async def run(pending: Pending[CaView] | None) -> CaView:
             view = await sync_to_thread(
-                partial(_authority(request).cas.rotate, idempotency=pending), _actor(request)
+                partial(authority_of(request).cas.rotate, idempotency=pending), actor_of(request)
             )
             ca_rotations.inc()
             return view
@@ -141,6 +142,6 @@ class OcspController(Controller):
     async def _answer(request: Request[Any, Any, Any], der: bytes) -> Response[bytes]:
         # Oversized requests are answered as malformed rather than parsed.
         answer = await sync_to_thread(
-            _authority(request).status.ocsp, der if len(der) <= _MAX_OCSP_REQUEST else b""
+            authority_of(request).status.ocsp, der if len(der) <= _MAX_OCSP_REQUEST else b""
         )
         return Response(answer, media_type=_OCSP_RESPONSE, headers={"Cache-Control": "max-age=60"})

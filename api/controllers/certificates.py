@@ -9,27 +9,16 @@ from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
 from api.auth import OPERATOR, require_admin
-from api.context import request_id_var
 from api.controllers.convert import certificate_out
 from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import certificates_issued, certificates_revoked
 from api.problems import problems
 from api.schemas import CertificateOut, IssueRequest, RenewRequest, RevokeRequest
-from provision.audit import Actor
-from provision.authority import Authority, CertificateView
+from api.services import actor_of, authority_of
+from provision.authority import CertificateView
 from provision.idempotency import Pending
 
 SerialParam = Parameter(description="Certificate serial number, hex", max_length=64)
-
-
-def _actor(request: Request[Any, Any, Any]) -> Actor:
-    user = request.scope.get("user")
-    return Actor(user if isinstance(user, str) else "anonymous", request_id_var.get() or None)
-
-
-def _authority(request: Request[Any, Any, Any]) -> Authority:
-    authority: Authority = request.app.state.services.authority
-    return authority
 
 
 def _ttl(seconds: int | None) -> timedelta | None:
@@ -55,8 +44,8 @@ class CertificateController(Controller):
         idempotency_key: str | None = IdempotencyKey,
     ) -> Response[CertificateOut]:
         async def run(pending: Pending[CertificateView] | None) -> CertificateView:
-            view = await _authority(request).issue_async(
-                _actor(request),
+            view = await authority_of(request).issue_async(
+                actor_of(request),
                 profile=data.profile,
                 csr=data.csr.encode(),
                 uri_sans=data.uri_sans,
@@ -85,7 +74,7 @@ class CertificateController(Controller):
         responses=problems(404),
     )
     def show(self, request: Request[Any, Any, Any], serial: str = SerialParam) -> CertificateOut:
-        return certificate_out(_authority(request).get(serial))
+        return certificate_out(authority_of(request).get(serial))
 
     @post(
         "/{serial:str}/revoke",
@@ -104,8 +93,8 @@ class CertificateController(Controller):
         idempotency_key: str | None = IdempotencyKey,
     ) -> Response[CertificateOut]:
         async def run(pending: Pending[CertificateView] | None) -> CertificateView:
-            revoke = partial(_authority(request).revoke, idempotency=pending)
-            view = await sync_to_thread(revoke, _actor(request), serial, data.reason)
+            revoke = partial(authority_of(request).revoke, idempotency=pending)
+            view = await sync_to_thread(revoke, actor_of(request), serial, data.reason)
             certificates_revoked.labels(data.reason).inc()
             return view
 
@@ -136,12 +125,12 @@ class CertificateController(Controller):
     ) -> Response[CertificateOut]:
         async def run(pending: Pending[CertificateView] | None) -> CertificateView:
             renew = partial(
-                _authority(request).renew,
+                authority_of(request).renew,
                 csr=data.csr.encode(),
                 ttl=_ttl(data.ttl_seconds),
                 idempotency=pending,
             )
-            view = await sync_to_thread(renew, _actor(request), serial)
+            view = await sync_to_thread(renew, actor_of(request), serial)
             certificates_issued.labels(view.profile).inc()
             return view
 
