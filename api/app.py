@@ -16,11 +16,14 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from api.auth import SECURITY_COMPONENTS
 from api.controllers.ca import CaController, OcspController
 from api.controllers.certificates import CertificateController
+from api.controllers.enrollment import EnrollmentController
+from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
 from api.middleware import RequestIdMiddleware, configure_logging
 from api.problems import handle_domain_error, handle_http_exception, handle_unexpected
 from api.services import Services
 from api.settings import Settings, with_admin_token
+from attest.errors import AttestError
 from pki.errors import PkiError
 from provision.errors import ProvisionError
 
@@ -55,6 +58,9 @@ def create_app(settings: Settings) -> Litestar:
             CertificateController,
             CaController,
             OcspController,
+            FleetController,
+            TruckController,
+            EnrollmentController,
             MetricsController,
         ],
         lifespan=[lifespan],
@@ -62,6 +68,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={
             PkiError: handle_domain_error,
             ProvisionError: handle_domain_error,
+            AttestError: handle_domain_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

@@ -12,10 +12,18 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Reference, SecurityScheme
 
 SECURITY_SCHEME = "adminBearer"
+ENROLLMENT_SCHEME = "enrollmentToken"
 SECURITY_COMPONENTS: dict[str, SecurityScheme | Reference] = {
-    SECURITY_SCHEME: SecurityScheme(type="http", scheme="bearer", description="The operator's admin token")
+    SECURITY_SCHEME: SecurityScheme(type="http", scheme="bearer", description="The operator's admin token"),
+    ENROLLMENT_SCHEME: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="JWT",
+        description="A single-use enrollment token the operator minted for the truck",
+    ),
 }
 OPERATOR: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
+ENROLLING_TRUCK: list[dict[str, list[str]]] = [{ENROLLMENT_SCHEME: []}]
 
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:

@@ -13,6 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.context import request_id_var
+from attest.errors import AttestError
 from pki import errors
 from provision.errors import IdempotencyKeyInUse, InvalidIdempotencyKey, ProvisionError
 
@@ -32,7 +33,15 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     errors: list[dict[str, Any]] | None = None
 
 
-_KIND_STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503, "forbidden": 403}
+_KIND_STATUS = {
+    "invalid": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "unavailable": 503,
+    "forbidden": 403,
+    "unauthorized": 401,
+    "gone": 410,
+}
 _MALFORMED = (
     errors.MalformedCsr,
     errors.MalformedOcspRequest,
@@ -46,6 +55,7 @@ _STATUS_CODES = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    410: "gone",
     413: "body-too-large",
     415: "unsupported-media-type",
     422: "unprocessable",
@@ -88,16 +98,19 @@ def _audit_refusal(request: Request[Any, Any, Any], status: int, code: str, deta
 
 
 def handle_domain_error(
-    request: Request[Any, Any, Any], exc: errors.PkiError | ProvisionError
+    request: Request[Any, Any, Any], exc: errors.PkiError | ProvisionError | AttestError
 ) -> Response[bytes]:
     status = 400 if isinstance(exc, _MALFORMED) else _KIND_STATUS[exc.kind]
     headers = None
     if exc.kind == "unavailable":
         headers = {"Retry-After": "5"}
+    elif exc.kind == "unauthorized":
+        headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, IdempotencyKeyInUse):
         headers = {"Retry-After": "1"}
-    if isinstance(exc, ProvisionError):
-        # Use-case errors of the API layer's own checks; PKI refusals are audited by the authority.
+    if isinstance(exc, ProvisionError) and not exc.audited:
+        # Use-case errors of the API layer's own checks. PKI refusals are audited by the authority,
+        # attestation refusals by the use case that knows the truck.
         _audit_refusal(request, status, exc.code, exc.reason)
     return problem_response(status, exc.code, exc.reason, request, headers=headers)
 

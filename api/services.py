@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.context import request_id_var
-from api.settings import Settings
+from api.settings import Settings, SettingsError, enrollment_token_key, load_pem_bundle
 from pki.errors import PkiError
 from pki.signer import KeyBackend
 from provision import audit
@@ -19,8 +19,11 @@ from provision.audit import Actor
 from provision.authority import Authority, utcnow
 from provision.config import AuthorityConfig
 from provision.db import make_engine, ping
+from provision.enrollment import Enrollment, ManufacturerTrust
+from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
+from provision.tokens import EnrollmentTokens
 
 log = logging.getLogger("weighstation.audit")
 
@@ -31,11 +34,15 @@ class Services:
     engine: Engine
     keys: KeyBackend
     authority: Authority
+    fleets: FleetRegistry
+    tokens: EnrollmentTokens
+    enrollment: Enrollment
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
         """Migrate, open the key backend and (by default) create or load the CA hierarchy."""
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        trust = manufacturer_trust(settings)
         engine = make_engine(settings.effective_database_url)
         try:
             upgrade_to_head(engine)
@@ -50,7 +57,29 @@ class Services:
             engine.dispose()
             raise
         authority = Authority(engine, keys, authority_config(settings))
-        services = cls(settings=settings, engine=engine, keys=keys, authority=authority)
+        tokens = EnrollmentTokens(
+            engine,
+            key=enrollment_token_key(settings),
+            issuer=authority.config.public_url,
+            default_ttl=settings.enrollment_token_ttl,
+            clock=utcnow,
+        )
+        services = cls(
+            settings=settings,
+            engine=engine,
+            keys=keys,
+            authority=authority,
+            fleets=FleetRegistry(engine, trust_domain=settings.trust_domain, clock=utcnow),
+            tokens=tokens,
+            enrollment=Enrollment(
+                engine,
+                authority,
+                tokens,
+                trust,
+                challenge_ttl=settings.enrollment_challenge_ttl,
+                clock=utcnow,
+            ),
+        )
         if bootstrap:
             try:
                 authority.cas.bootstrap(Actor("system"))
@@ -100,9 +129,21 @@ def actor_of(request: Request[Any, Any, Any]) -> Actor:
     return Actor(user if isinstance(user, str) else "anonymous", request_id_var.get() or None)
 
 
-def authority_of(request: Request[Any, Any, Any]) -> Authority:
+def services_of(request: Request[Any, Any, Any]) -> Services:
     services: Services = request.app.state.services
-    return services.authority
+    return services
+
+
+def authority_of(request: Request[Any, Any, Any]) -> Authority:
+    return services_of(request).authority
+
+
+def manufacturer_trust(settings: Settings) -> ManufacturerTrust:
+    roots = load_pem_bundle("TPM_MANUFACTURER_ROOTS", settings.tpm_manufacturer_roots)
+    if settings.tpm_manufacturer_roots and not roots:
+        raise SettingsError("WEIGHSTATION_TPM_MANUFACTURER_ROOTS: the bundle holds no certificate")
+    intermediates = load_pem_bundle("TPM_MANUFACTURER_INTERMEDIATES", settings.tpm_manufacturer_intermediates)
+    return ManufacturerTrust(roots=roots, intermediates=intermediates)
 
 
 def authority_config(settings: Settings) -> AuthorityConfig:

@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from pki.filekeys import load_or_create_passphrase
 from pki.signer import KeyAlgorithm
 
@@ -61,6 +63,13 @@ class Settings:
     workers: int = 1
     max_body_bytes: int = 65536
     log_level: str = "INFO"
+    # Enrollment: PEM bundles of the TPM makers' roots (pinned) and intermediates; without roots,
+    # no EK is trusted and enrollment is refused.
+    tpm_manufacturer_roots: str = ""
+    tpm_manufacturer_intermediates: str = ""
+    enrollment_token_key: str = field(default="", repr=False)
+    enrollment_token_ttl: timedelta = timedelta(minutes=15)
+    enrollment_challenge_ttl: timedelta = timedelta(minutes=5)
 
     @property
     def effective_database_url(self) -> str:
@@ -93,9 +102,21 @@ class Settings:
             raise SettingsError(f"{PREFIX}WORKERS={self.workers}: expected 1..64")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"{PREFIX}MAX_BODY_BYTES={self.max_body_bytes}: expected at least 1024")
-        for name in ("root_ca_ttl", "issuing_ca_ttl", "truck_cert_ttl", "crl_validity", "ocsp_validity"):
+        for name in (
+            "root_ca_ttl",
+            "issuing_ca_ttl",
+            "truck_cert_ttl",
+            "crl_validity",
+            "ocsp_validity",
+            "enrollment_token_ttl",
+            "enrollment_challenge_ttl",
+        ):
             if getattr(self, name) <= timedelta(0):
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
+        if self.enrollment_token_ttl > timedelta(days=1):
+            raise SettingsError(f"{PREFIX}ENROLLMENT_TOKEN_TTL: at most 24h (tokens are short-lived)")
+        if self.enrollment_token_key and len(self.enrollment_token_key) < 32:
+            raise SettingsError(f"{PREFIX}ENROLLMENT_TOKEN_KEY: at least 32 characters")
         if self.issuing_ca_ttl > self.root_ca_ttl:
             raise SettingsError(f"{PREFIX}ISSUING_CA_TTL must not exceed {PREFIX}ROOT_CA_TTL")
         return self
@@ -149,3 +170,24 @@ def with_admin_token(settings: Settings) -> Settings:
         return settings
     token = load_or_create_passphrase(settings.data_dir / "secrets" / "admin-token").decode()
     return replace(settings, admin_token=token)
+
+
+def enrollment_token_key(settings: Settings) -> bytes:
+    """The configured HMAC key for enrollment tokens, or one generated once into the data dir (0600).
+    Replicas must share it (same setting, or the same data dir)."""
+    if settings.enrollment_token_key:
+        return settings.enrollment_token_key.encode()
+    return load_or_create_passphrase(settings.data_dir / "secrets" / "enrollment-token-key")
+
+
+def load_pem_bundle(variable: str, path: str) -> tuple[x509.Certificate, ...]:
+    """Certificates from a PEM file named by a setting; an unreadable or empty bundle stops start-up."""
+    if not path:
+        return ()
+    try:
+        certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(
+            f"{PREFIX}{variable}={path!r}: not a readable PEM certificate bundle ({exc})"
+        ) from None
+    return tuple(certificates)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "forbidden"]
+ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "forbidden", "unauthorized", "gone"]
 
 
 class AttestError(Exception):

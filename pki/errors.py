@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "forbidden"]
+ErrorKind = Literal["invalid", "not_found", "conflict", "unavailable", "forbidden", "unauthorized", "gone"]
 
 
 class PkiError(Exception):

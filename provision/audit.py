@@ -4,6 +4,7 @@ successful changes (so the change and its record land together) and on its own f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +31,7 @@ def values(
     outcome: str = "ok",
     target: str | None = None,
     code: str | None = None,
-    detail: dict[str, object] | None = None,
+    detail: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
     """One audit row as column values (for the ORM and for batched Core inserts alike)."""
     return {

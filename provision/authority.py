@@ -62,7 +62,9 @@ class CertificateView:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """A signed certificate and the rows (certificate, audit) that store it; nothing written yet."""
+
     view: CertificateView
     rows: Rows
 
@@ -114,7 +116,7 @@ class Authority:
         """Signing runs on the caller's thread (it holds the GIL either way) and only the durable write
         is awaited, so on the HTTP hot path no thread pool competes with the writer for the GIL."""
         try:
-            prepared = self._prepare_issue(
+            prepared = self.prepare(
                 actor, profile=profile, csr=csr, uri_sans=uri_sans, dns_sans=dns_sans, ttl=ttl
             )
         except errors.PkiError as exc:
@@ -126,16 +128,17 @@ class Authority:
             raise lost_race(self.engine, exc, idempotency) from None
         return prepared.view
 
-    def _prepare_issue(
+    def prepare(
         self,
         actor: Actor,
         *,
         profile: str,
         csr: bytes,
-        uri_sans: list[str] | None,
-        dns_sans: list[str] | None,
-        ttl: timedelta | None,
-    ) -> _Prepared:
+        uri_sans: list[str] | None = None,
+        dns_sans: list[str] | None = None,
+        ttl: timedelta | None = None,
+    ) -> Prepared:
+        """Validate and sign; the caller stores `rows` (in its own transaction, for enrollment)."""
         prof = profile_for(profile, truck_default_ttl=self.config.truck_cert_ttl)
         request = validate_request(
             prof,
@@ -223,7 +226,7 @@ class Authority:
 
     def _sign(
         self, actor: Actor, action: str, request: ValidatedRequest, *, renewed_from: str | None
-    ) -> _Prepared:
+    ) -> Prepared:
         """Sign and build the rows to store; nothing is written here. Serials are 159 random bits, so a
         collision (which the primary key would refuse) is not worth a retry path."""
         issuer_id, issuer = self.cas.active()
@@ -270,14 +273,14 @@ class Authority:
             target=view.serial,
             detail={"profile": view.profile, "subject": subject, "issuer": issuer_id},
         )
-        return _Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event)])
+        return Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event)])
 
-    def _rows(self, prepared: _Prepared, idempotency: Pending[CertificateView] | None) -> Rows:
+    def _rows(self, prepared: Prepared, idempotency: Pending[CertificateView] | None) -> Rows:
         if idempotency is None:
             return prepared.rows
         return [*prepared.rows, (IDEMPOTENCY, idempotency.row(prepared.view, self._clock()))]
 
-    def _write(self, prepared: _Prepared, idempotency: Pending[CertificateView] | None) -> None:
+    def _write(self, prepared: Prepared, idempotency: Pending[CertificateView] | None) -> None:
         try:
             self._writer.write(self._rows(prepared, idempotency))
         except IntegrityError as exc:

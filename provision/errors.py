@@ -14,6 +14,9 @@ class ProvisionError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        # Set by a use case that wrote the refusal's audit row itself (with its target), so the HTTP
+        # layer does not write a second one.
+        self.audited = False
 
 
 class IdempotencyKeyReused(ProvisionError):
@@ -31,3 +34,102 @@ class IdempotencyKeyInUse(ProvisionError):
 
 class InvalidIdempotencyKey(ProvisionError):
     code = "invalid-idempotency-key"
+
+
+# --- fleets and trucks ----------------------------------------------------------------------
+
+
+class FleetExists(ProvisionError):
+    code = "fleet-exists"
+    kind = "conflict"
+
+
+class UnknownFleet(ProvisionError):
+    code = "unknown-fleet"
+    kind = "not_found"
+
+
+class TruckExists(ProvisionError):
+    """A truck with that id, or that VIN, is already registered."""
+
+    code = "truck-exists"
+    kind = "conflict"
+
+
+class UnknownTruck(ProvisionError):
+    code = "unknown-truck"
+    kind = "not_found"
+
+
+# --- enrollment -----------------------------------------------------------------------------
+
+
+class EnrollmentTokenInvalid(ProvisionError):
+    """Not a token this authority minted: bad signature, algorithm, audience, issuer or claims."""
+
+    code = "enrollment-token-invalid"
+    kind = "unauthorized"
+
+
+class EnrollmentTokenExpired(ProvisionError):
+    code = "enrollment-token-expired"
+    kind = "unauthorized"
+
+
+class EnrollmentTokenUsed(ProvisionError):
+    """The token already started an enrollment; tokens are single use."""
+
+    code = "enrollment-token-used"
+    kind = "unauthorized"
+
+
+class EnrollmentTokenWrongTruck(ProvisionError):
+    """The token was minted for another truck than the one the agent says it is."""
+
+    code = "enrollment-token-wrong-truck"
+    kind = "forbidden"
+
+
+class EnrollmentNotConfigured(ProvisionError):
+    """No TPM-manufacturer roots are configured, so no EK can be trusted."""
+
+    code = "enrollment-not-configured"
+    kind = "unavailable"
+
+
+class EkNotRegisteredForTruck(ProvisionError):
+    """The operator pinned this truck's EK at registration, and the TPM presented another one."""
+
+    code = "ek-not-registered-for-truck"
+    kind = "forbidden"
+
+
+class EkBoundToOtherTruck(ProvisionError):
+    """This TPM is already the hardware of another truck."""
+
+    code = "ek-bound-to-other-truck"
+    kind = "forbidden"
+
+
+class HardwareSwapNotApproved(ProvisionError):
+    """The truck is enrolled with another EK; a new one needs an operator-approved hardware swap."""
+
+    code = "hardware-swap-not-approved"
+    kind = "conflict"
+
+
+class UnknownEnrollment(ProvisionError):
+    code = "unknown-enrollment"
+    kind = "not_found"
+
+
+class EnrollmentChallengeUsed(ProvisionError):
+    """The challenge was already answered (successfully or not); challenges are single use."""
+
+    code = "enrollment-challenge-used"
+    kind = "conflict"
+
+
+class EnrollmentChallengeExpired(ProvisionError):
+    code = "enrollment-challenge-expired"
+    kind = "gone"

@@ -99,3 +99,105 @@ class IdempotencyRecord(SQLModel, table=True):
     status_code: int
     response_body: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class Fleet(SQLModel, table=True):
+    __tablename__ = "fleets"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class Truck(SQLModel, table=True):
+    """A registered truck and its current hardware binding (EK, AK, identity key, certificate).
+
+    `ek_sha256` is unique: one TPM is the hardware of at most one truck. The binding is replaced only by
+    a new enrollment, and by one with another EK only after an approved hardware swap; every binding
+    ever made stays in `truck_enrollments`.
+    """
+
+    __tablename__ = "trucks"
+    __table_args__ = (Index("ix_trucks_fleet", "fleet_id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    fleet_id: str = Field(foreign_key="fleets.id", max_length=64)
+    vin: str = Field(max_length=17, unique=True)
+    model: str = Field(max_length=128)
+    state: str = Field(max_length=16)  # registered | enrolled
+    expected_ek_sha256: str | None = Field(default=None, max_length=64)
+    ek_sha256: str | None = Field(default=None, max_length=64, unique=True)
+    ak_public: bytes | None = Field(default=None, sa_type=LargeBinary)
+    ak_name: str | None = Field(default=None, max_length=98)
+    identity_name: str | None = Field(default=None, max_length=98)
+    certificate_serial: str | None = Field(default=None, max_length=42)
+    enrolled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class EnrollmentToken(SQLModel, table=True):
+    """A minted enrollment token (the JWT itself is not stored): single use through `used_at`."""
+
+    __tablename__ = "enrollment_tokens"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    issued_by: str = Field(max_length=128)
+    issued_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class EnrollmentChallenge(SQLModel, table=True):
+    """An issued MakeCredential challenge. Only the secret's SHA-256 is kept; `status` moves once from
+    pending to activated or failed, so a challenge is answered at most once."""
+
+    __tablename__ = "enrollment_challenges"
+
+    id: str = Field(primary_key=True, max_length=64)
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    token_jti: str = Field(foreign_key="enrollment_tokens.jti", max_length=64, unique=True)
+    ek_sha256: str = Field(max_length=64)
+    ek_certificate_der: bytes = Field(sa_type=LargeBinary)
+    ak_public: bytes = Field(sa_type=LargeBinary)
+    secret_sha256: bytes = Field(sa_type=LargeBinary)
+    certify_nonce: bytes = Field(sa_type=LargeBinary)
+    status: str = Field(max_length=16)  # pending | activated | failed
+    failure_code: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class TruckEnrollment(SQLModel, table=True):
+    """Every binding truck ↔ EK ↔ AK ↔ identity key ever made, append-only."""
+
+    __tablename__ = "truck_enrollments"
+    __table_args__ = (Index("ix_truck_enrollments_truck", "truck_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    challenge_id: str = Field(foreign_key="enrollment_challenges.id", max_length=64, unique=True)
+    ek_sha256: str = Field(max_length=64)
+    ek_certificate_der: bytes = Field(sa_type=LargeBinary)
+    ak_public: bytes = Field(sa_type=LargeBinary)
+    ak_name: str = Field(max_length=98)
+    identity_public: bytes = Field(sa_type=LargeBinary)
+    identity_name: str = Field(max_length=98)
+    certificate_serial: str = Field(max_length=42)
+    hardware_swap_id: int | None = Field(default=None)
+    enrolled_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class HardwareSwap(SQLModel, table=True):
+    """An operator's approval for the truck's next enrollment to bind a different EK; used once."""
+
+    __tablename__ = "hardware_swaps"
+    __table_args__ = (Index("ix_hardware_swaps_truck", "truck_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    reason: str = Field(max_length=512)
+    approved_by: str = Field(max_length=128)
+    approved_at: datetime = Field(sa_type=UtcDateTime)
+    consumed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)

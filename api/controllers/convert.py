@@ -18,6 +18,14 @@ def _ca_pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(Encoding.PEM).decode()
 
 
+def certificate_pem(view: CertificateView) -> str:
+    return view.certificate.public_bytes(Encoding.PEM).decode()
+
+
+def chain_pem(view: CertificateView) -> str:
+    return "".join(_ca_pem(c) for c in view.chain)
+
+
 def certificate_out(view: CertificateView) -> CertificateOut:
     return CertificateOut(
         serial=view.serial,
@@ -30,8 +38,8 @@ def certificate_out(view: CertificateView) -> CertificateOut:
         revoked_at=view.revoked_at,
         revocation_reason=view.revocation_reason,
         renewed_from=view.renewed_from,
-        certificate_pem=view.certificate.public_bytes(Encoding.PEM).decode(),
-        chain_pem="".join(_ca_pem(c) for c in view.chain),
+        certificate_pem=certificate_pem(view),
+        chain_pem=chain_pem(view),
     )
 
 

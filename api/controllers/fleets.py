@@ -1,0 +1,184 @@
+"""Operator calls: fleets, trucks, enrollment tokens and hardware-swap approvals."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.params import Parameter
+
+from api.auth import OPERATOR, require_admin
+from api.fleet_schemas import FleetIn, FleetOut, SwapIn, SwapOut, TokenIn, TokenOut, TruckIn, TruckOut
+from api.idempotency import IdempotencyKey, idempotent
+from api.problems import problems
+from api.services import actor_of, services_of
+from provision.fleets import FleetView, SwapView, TruckView
+from provision.idempotency import Pending
+
+Out = TypeVar("Out", bound=msgspec.Struct)
+FleetParam = Parameter(description="Fleet id", max_length=64)
+TruckParam = Parameter(description="Truck id", max_length=64)
+
+
+def out(view: object, out_type: type[Out]) -> Out:
+    """A use-case view (a dataclass with the same field names) as its wire body."""
+    return msgspec.convert(view, out_type, from_attributes=True)
+
+
+def _fleet(view: FleetView) -> FleetOut:
+    return out(view, FleetOut)
+
+
+def _truck(view: TruckView) -> TruckOut:
+    return out(view, TruckOut)
+
+
+def _swap(view: SwapView) -> SwapOut:
+    return out(view, SwapOut)
+
+
+class FleetController(Controller):
+    path = "/v1/fleets"
+    tags = ("fleets",)
+    guards = [require_admin]  # noqa: RUF012 - Litestar reads this class attribute
+    security = OPERATOR
+
+    @post("/", operation_id="createFleet", summary="Create a fleet", responses=problems(400, 401, 409))
+    async def create(
+        self, request: Request[Any, Any, Any], data: FleetIn, idempotency_key: str | None = IdempotencyKey
+    ) -> Response[FleetOut]:
+        async def run(pending: Pending[FleetView] | None) -> FleetView:
+            create = partial(services_of(request).fleets.create_fleet, idempotency=pending)
+            return await sync_to_thread(create, actor_of(request), data.id, data.name)
+
+        return await idempotent(
+            request,
+            "createFleet",
+            key=idempotency_key,
+            out_type=FleetOut,
+            status_code=201,
+            run=run,
+            render=_fleet,
+        )
+
+    @get("/", operation_id="listFleets", sync_to_thread=True, summary="List fleets", responses=problems(401))
+    def list_fleets(self, request: Request[Any, Any, Any]) -> list[FleetOut]:
+        return [_fleet(view) for view in services_of(request).fleets.fleets()]
+
+    @get(
+        "/{fleet:str}",
+        operation_id="getFleet",
+        sync_to_thread=True,
+        summary="Look up a fleet",
+        responses=problems(401, 404),
+    )
+    def show(self, request: Request[Any, Any, Any], fleet: str = FleetParam) -> FleetOut:
+        return _fleet(services_of(request).fleets.fleet(fleet))
+
+    @post(
+        "/{fleet:str}/trucks",
+        operation_id="registerTruck",
+        summary="Register a truck (VIN, model; optionally pin its EK by SPKI SHA-256)",
+        responses=problems(400, 401, 404, 409),
+    )
+    async def register_truck(
+        self,
+        request: Request[Any, Any, Any],
+        data: TruckIn,
+        fleet: str = FleetParam,
+        idempotency_key: str | None = IdempotencyKey,
+    ) -> Response[TruckOut]:
+        async def run(pending: Pending[TruckView] | None) -> TruckView:
+            register = partial(
+                services_of(request).fleets.register_truck,
+                truck_id=data.id,
+                vin=data.vin,
+                model=data.model,
+                expected_ek_sha256=data.ek_sha256,
+                idempotency=pending,
+            )
+            return await sync_to_thread(register, actor_of(request), fleet)
+
+        return await idempotent(
+            request,
+            "registerTruck",
+            key=idempotency_key,
+            out_type=TruckOut,
+            status_code=201,
+            run=run,
+            render=_truck,
+        )
+
+    @get(
+        "/{fleet:str}/trucks",
+        operation_id="listTrucks",
+        sync_to_thread=True,
+        summary="List a fleet's trucks",
+        responses=problems(401, 404),
+    )
+    def trucks(self, request: Request[Any, Any, Any], fleet: str = FleetParam) -> list[TruckOut]:
+        return [_truck(view) for view in services_of(request).fleets.trucks(fleet)]
+
+
+class TruckController(Controller):
+    path = "/v1/trucks"
+    tags = ("fleets",)
+    guards = [require_admin]  # noqa: RUF012 - Litestar reads this class attribute
+    security = OPERATOR
+
+    @get(
+        "/{truck:str}",
+        operation_id="getTruck",
+        sync_to_thread=True,
+        summary="A truck, its state and its enrolled hardware (EK, AK, certificate)",
+        responses=problems(401, 404),
+    )
+    def show(self, request: Request[Any, Any, Any], truck: str = TruckParam) -> TruckOut:
+        return _truck(services_of(request).fleets.truck(truck))
+
+    @post(
+        "/{truck:str}/enrollment-tokens",
+        operation_id="mintEnrollmentToken",
+        summary="Mint a single-use, short-lived enrollment token bound to the truck",
+        description="Takes no Idempotency-Key: the token is a secret the authority does not store, so a "
+        "retry mints another token and the lost one expires unused.",
+        responses=problems(400, 401, 404),
+    )
+    async def mint_token(
+        self, request: Request[Any, Any, Any], data: TokenIn, truck: str = TruckParam
+    ) -> Response[TokenOut]:
+        ttl = timedelta(seconds=data.ttl_seconds) if data.ttl_seconds is not None else None
+        minted = await sync_to_thread(services_of(request).tokens.mint, actor_of(request), truck, ttl)
+        body = TokenOut(token=minted.token, jti=minted.jti, truck=minted.truck, expires_at=minted.expires_at)
+        return Response(body, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @post(
+        "/{truck:str}/hardware-swaps",
+        operation_id="approveHardwareSwap",
+        summary="Approve the truck's next enrollment binding a different TPM (used once, audited)",
+        responses=problems(400, 401, 404),
+    )
+    async def approve_swap(
+        self,
+        request: Request[Any, Any, Any],
+        data: SwapIn,
+        truck: str = TruckParam,
+        idempotency_key: str | None = IdempotencyKey,
+    ) -> Response[SwapOut]:
+        async def run(pending: Pending[SwapView] | None) -> SwapView:
+            approve = partial(services_of(request).fleets.approve_swap, idempotency=pending)
+            return await sync_to_thread(approve, actor_of(request), truck, data.reason)
+
+        return await idempotent(
+            request,
+            "approveHardwareSwap",
+            key=idempotency_key,
+            out_type=SwapOut,
+            status_code=201,
+            run=run,
+            render=_swap,
+        )

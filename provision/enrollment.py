@@ -1,0 +1,401 @@
+"""Enrollment: a truck proves with its TPM that its keys live in a genuine TPM, and gets its identity.
+
+start:    token → EK chain to a pinned manufacturer root, EK public = certificate key, AK checked and
+          named here → MakeCredential (32-byte secret sealed to the EK for that name) and a Certify nonce.
+activate: the secret the TPM recovered (constant-time compare against its stored hash), the identity
+          key's Certify by that AK over the nonce, the CSR on that key → truck certificate, and the
+          truck ↔ EK ↔ AK ↔ identity-key binding.
+
+Each challenge is answered once: it is claimed (pending → activating) in its own transaction before
+anything is checked, and ends activated or failed. Every refusal is audited with its code and truck.
+The binding never changes silently: a truck enrolled with one EK re-enrolls with another only after an
+operator-approved hardware swap, which that enrollment consumes; one EK serves at most one truck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+
+from attest.ak import VerifiedAk, check_attestation_key
+from attest.certify import verify_certify
+from attest.credential import make_credential, secrets_match
+from attest.ek import check_ek_matches, verify_ek_certificate
+from attest.errors import AttestError, MalformedEkCertificate
+from attest.public import parse_tpmt_public
+from pki.errors import PkiError
+from pki.profiles import parse_csr
+from provision import audit
+from provision.audit import Actor
+from provision.authority import Authority, CertificateView
+from provision.errors import (
+    EkBoundToOtherTruck,
+    EkNotRegisteredForTruck,
+    EnrollmentChallengeExpired,
+    EnrollmentChallengeUsed,
+    EnrollmentNotConfigured,
+    EnrollmentTokenWrongTruck,
+    HardwareSwapNotApproved,
+    ProvisionError,
+    UnknownEnrollment,
+    UnknownTruck,
+)
+from provision.fleets import spiffe_id
+from provision.idempotency import Pending, commit_with
+from provision.tables import EnrollmentChallenge, HardwareSwap, Truck, TruckEnrollment
+from provision.tokens import EnrollmentTokens
+
+Refusal = AttestError | ProvisionError | PkiError
+_SECRET_BYTES = 32  # 256 bits; fits every EK nameAlg digest we accept (SHA-256, SHA-384)
+_NONCE_BYTES = 32
+
+
+@dataclass(frozen=True)
+class ManufacturerTrust:
+    """The TPM-manufacturer roots the operator pinned, and intermediates the authority may use."""
+
+    roots: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    truck: str | None
+    ek_certificate: bytes
+    ek_intermediates: Sequence[bytes]
+    ek_public: bytes
+    ak_public: bytes
+
+
+@dataclass(frozen=True)
+class Challenge:
+    enrollment_id: str
+    truck: str
+    credential_blob: bytes
+    encrypted_secret: bytes
+    certify_nonce: bytes
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ActivateRequest:
+    secret: bytes
+    identity_public: bytes
+    certify_info: bytes
+    certify_signature: bytes
+    csr: bytes
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    truck: str
+    fleet: str
+    spiffe_id: str
+    certificate: CertificateView
+
+
+def ek_fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the EK's DER SubjectPublicKeyInfo: stable across re-issued EK certificates."""
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+class Enrollment:
+    def __init__(
+        self,
+        engine: Engine,
+        authority: Authority,
+        tokens: EnrollmentTokens,
+        trust: ManufacturerTrust,
+        *,
+        challenge_ttl: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._authority = authority
+        self._tokens = tokens
+        self._trust = trust
+        self._challenge_ttl = challenge_ttl
+        self._clock = clock
+
+    # -- start -----------------------------------------------------------------------------------
+
+    def start(
+        self,
+        actor: Actor,
+        token: str,
+        request: StartRequest,
+        *,
+        idempotency: Pending[Challenge] | None = None,
+    ) -> Challenge:
+        with self._refusals(actor, "enrollment.start", request.truck):
+            claims = self._tokens.claims(token)
+        with self._refusals(actor, "enrollment.start", claims.truck):
+            if request.truck is not None and request.truck != claims.truck:
+                raise EnrollmentTokenWrongTruck(
+                    f"the token was minted for another truck than {request.truck[:64]!r}"
+                )
+            if not self._trust.roots:
+                raise EnrollmentNotConfigured("no TPM-manufacturer roots are configured on this authority")
+            verified_ek = verify_ek_certificate(
+                request.ek_certificate,
+                intermediates=[*_certificates(request.ek_intermediates), *self._trust.intermediates],
+                roots=self._trust.roots,
+                now=self._clock(),
+            )
+            ek_public = parse_tpmt_public(request.ek_public)
+            check_ek_matches(verified_ek, ek_public)
+            ak = check_attestation_key(parse_tpmt_public(request.ak_public))
+            ek_sha256 = ek_fingerprint(verified_ek.certificate)
+
+            secret, nonce = os.urandom(_SECRET_BYTES), os.urandom(_NONCE_BYTES)
+            made = make_credential(ek_public, ak.name, secret)
+            now = self._clock()
+            challenge = Challenge(
+                enrollment_id=secrets.token_urlsafe(24),
+                truck=claims.truck,
+                credential_blob=made.credential_blob,
+                encrypted_secret=made.encrypted_secret,
+                certify_nonce=nonce,
+                expires_at=now + self._challenge_ttl,
+            )
+            with Session(self._engine) as session:
+                truck = _lock_truck(session, claims.truck)
+                self._check_hardware(session, truck, ek_sha256)
+                self._tokens.consume(session, claims, now)
+                session.add(
+                    EnrollmentChallenge(
+                        id=challenge.enrollment_id,
+                        truck_id=truck.id,
+                        token_jti=claims.jti,
+                        ek_sha256=ek_sha256,
+                        ek_certificate_der=request.ek_certificate,
+                        ak_public=request.ak_public,
+                        secret_sha256=hashlib.sha256(secret).digest(),
+                        certify_nonce=nonce,
+                        status="pending",
+                        created_at=now,
+                        expires_at=challenge.expires_at,
+                    )
+                )
+                detail = {
+                    "enrollment": challenge.enrollment_id,
+                    "ek_sha256": ek_sha256,
+                    "ak_name": ak.name.hex(),
+                }
+                audit.record(
+                    session, audit.values(actor, "enrollment.start", at=now, target=truck.id, detail=detail)
+                )
+                commit_with(session, challenge, idempotency, now)
+        return challenge
+
+    # -- activate --------------------------------------------------------------------------------
+
+    def activate(
+        self,
+        actor: Actor,
+        enrollment_id: str,
+        request: ActivateRequest,
+        *,
+        idempotency: Pending[Enrolled] | None = None,
+    ) -> Enrolled:
+        action = "enrollment.activate"
+        with self._refusals(actor, action, None):
+            row = self._claim(enrollment_id)
+        try:
+            with self._refusals(actor, action, row.truck_id):
+                return self._activate(actor, row, request, idempotency)
+        except BaseException as exc:
+            self._fail(row.id, getattr(exc, "code", "error"))
+            raise
+
+    def _claim(self, enrollment_id: str) -> EnrollmentChallenge:
+        """Move the challenge from pending to activating; exactly one caller ever gets it."""
+        now = self._clock()
+        with Session(self._engine) as session:
+            row = session.get(EnrollmentChallenge, enrollment_id[:64])
+            if row is None:
+                raise UnknownEnrollment(f"no enrollment {enrollment_id[:64]!r}")
+            result = session.connection().execute(
+                update(EnrollmentChallenge)
+                .where(col(EnrollmentChallenge.id) == row.id, col(EnrollmentChallenge.status) == "pending")
+                .values(status="activating")
+            )
+            if result.rowcount != 1:
+                raise EnrollmentChallengeUsed(f"enrollment {row.id} was already answered; start again")
+            expired = row.expires_at <= now
+            if expired:
+                session.execute(
+                    update(EnrollmentChallenge)
+                    .where(col(EnrollmentChallenge.id) == row.id)
+                    .values(status="failed", failure_code=EnrollmentChallengeExpired.code, completed_at=now)
+                )
+            session.commit()
+            session.refresh(row)
+        if expired:
+            raise EnrollmentChallengeExpired(f"enrollment {row.id} expired at {row.expires_at.isoformat()}")
+        return row
+
+    def _activate(
+        self,
+        actor: Actor,
+        row: EnrollmentChallenge,
+        request: ActivateRequest,
+        idempotency: Pending[Enrolled] | None,
+    ) -> Enrolled:
+        # 1. Only the TPM holding the EK, with the AK of the computed name loaded, recovers the secret.
+        secrets_match(row.secret_sha256, hashlib.sha256(request.secret).digest())
+        # 2. The identity key: certified by that AK over our nonce, TPM-bound, and the CSR's key.
+        ak: VerifiedAk = check_attestation_key(parse_tpmt_public(row.ak_public))
+        identity = parse_tpmt_public(request.identity_public)
+        csr = parse_csr(request.csr)
+        verify_certify(
+            request.certify_info,
+            request.certify_signature,
+            ak=ak,
+            qualifying_data=row.certify_nonce,
+            identity=identity,
+            csr_public_key=csr.public_key(),
+        )
+        # 3. The certificate names the registered truck, whatever the CSR asks for.
+        with Session(self._engine) as session:
+            truck = _lock_truck(session, row.truck_id)
+            swap = self._check_hardware(session, truck, row.ek_sha256)
+            uri = spiffe_id(self._authority.config.trust_domain, truck.fleet_id, truck.id)
+            prepared = self._authority.prepare(actor, profile="truck", csr=request.csr, uri_sans=[uri])
+            now = self._clock()
+            for table, values in prepared.rows:
+                session.connection().execute(table.insert(), values)
+            if swap is not None:
+                swap.consumed_at = now
+                session.add(swap)
+            truck.state = "enrolled"
+            truck.ek_sha256 = row.ek_sha256
+            truck.ak_public, truck.ak_name = row.ak_public, ak.name.hex()
+            truck.identity_name = identity.name().hex()
+            truck.certificate_serial = prepared.view.serial
+            truck.enrolled_at = now
+            session.add(truck)
+            session.add(
+                TruckEnrollment(
+                    truck_id=truck.id,
+                    challenge_id=row.id,
+                    ek_sha256=row.ek_sha256,
+                    ek_certificate_der=row.ek_certificate_der,
+                    ak_public=row.ak_public,
+                    ak_name=ak.name.hex(),
+                    identity_public=request.identity_public,
+                    identity_name=identity.name().hex(),
+                    certificate_serial=prepared.view.serial,
+                    hardware_swap_id=swap.id if swap is not None else None,
+                    enrolled_at=now,
+                )
+            )
+            session.execute(
+                update(EnrollmentChallenge)
+                .where(col(EnrollmentChallenge.id) == row.id)
+                .values(status="activated", completed_at=now)
+            )
+            detail: dict[str, object] = {
+                "enrollment": row.id,
+                "serial": prepared.view.serial,
+                "ek_sha256": row.ek_sha256,
+                "ak_name": ak.name.hex(),
+                "identity_name": identity.name().hex(),
+            }
+            if swap is not None:
+                detail["hardware_swap"] = swap.id
+            audit.record(
+                session, audit.values(actor, "enrollment.activate", at=now, target=truck.id, detail=detail)
+            )
+            enrolled = Enrolled(
+                truck=truck.id, fleet=truck.fleet_id, spiffe_id=uri, certificate=prepared.view
+            )
+            commit_with(session, enrolled, idempotency, now)
+        return enrolled
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _check_hardware(self, session: Session, truck: Truck, ek_sha256: str) -> HardwareSwap | None:
+        """Refuse an EK that is pinned elsewhere, bound to another truck, or a swap nobody approved.
+        Returns the approval this enrollment will consume, if it needs one."""
+        if truck.expected_ek_sha256 is not None and truck.expected_ek_sha256 != ek_sha256:
+            raise EkNotRegisteredForTruck(f"truck {truck.id} was registered with another EK")
+        owner = session.exec(select(Truck.id).where(col(Truck.ek_sha256) == ek_sha256)).first()
+        if owner is not None and owner != truck.id:
+            raise EkBoundToOtherTruck(f"this TPM is already bound to another truck ({owner})")
+        if truck.ek_sha256 is None or truck.ek_sha256 == ek_sha256:
+            return None
+        swap = session.exec(
+            select(HardwareSwap)
+            .where(col(HardwareSwap.truck_id) == truck.id, col(HardwareSwap.consumed_at).is_(None))
+            .order_by(col(HardwareSwap.id))
+        ).first()
+        if swap is None:
+            raise HardwareSwapNotApproved(
+                f"truck {truck.id} is enrolled with another TPM; the operator must approve a hardware swap"
+            )
+        return swap
+
+    def _fail(self, enrollment_id: str, code: str) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                update(EnrollmentChallenge)
+                .where(
+                    col(EnrollmentChallenge.id) == enrollment_id,
+                    col(EnrollmentChallenge.status) == "activating",
+                )
+                .values(status="failed", failure_code=code[:64], completed_at=self._clock())
+            )
+            session.commit()
+
+    @contextmanager
+    def _refusals(self, actor: Actor, action: str, truck: str | None) -> Iterator[None]:
+        """Audit a refusal with its code and truck, once, and let it propagate."""
+        try:
+            yield
+        except (AttestError, ProvisionError, PkiError) as exc:
+            if isinstance(exc, ProvisionError) and exc.audited:
+                raise
+            audit.record_refusal(
+                self._engine,
+                actor,
+                action,
+                at=self._clock(),
+                code=exc.code,
+                reason=exc.reason,
+                target=truck,
+                outcome="error" if exc.kind == "unavailable" else "refused",
+            )
+            if isinstance(exc, ProvisionError):
+                exc.audited = True
+            raise
+
+
+def _lock_truck(session: Session, truck_id: str) -> Truck:
+    """Take the truck's row (PostgreSQL) or the database (SQLite) for this transaction, so two
+    enrollments of one truck, or two trucks presenting one EK, are decided one after the other."""
+    session.execute(update(Truck).where(col(Truck.id) == truck_id).values(state=col(Truck.state)))
+    truck = session.get(Truck, truck_id)
+    if truck is None:
+        raise UnknownTruck(f"no truck {truck_id[:64]!r}")
+    return truck
+
+
+def _certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
+    try:
+        return [x509.load_der_x509_certificate(der) for der in ders]
+    except ValueError as exc:
+        raise MalformedEkCertificate(f"an EK intermediate is not a DER X.509 certificate: {exc}") from None

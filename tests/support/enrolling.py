@@ -1,0 +1,148 @@
+"""Both sides of enrollment over HTTP for tests: the operator (fleets, trucks, tokens) and a truck driving
+its real swtpm step by step, so a negative test can change exactly one thing it sends."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from agent.state import EkKind, KeyBlob
+from agent.tpm import TruckTpm
+from tests.support.service import RunningService
+
+_VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def new_vin() -> str:
+    return "".join(secrets.choice(_VIN_ALPHABET) for _ in range(17))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Operator:
+    service: RunningService
+    client: httpx.Client
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.client.post(path, json=body, headers=self.service.admin())
+
+    def get(self, path: str) -> httpx.Response:
+        return self.client.get(path, headers=self.service.admin())
+
+    def fleet(self) -> str:
+        fleet = new_id("fleet")
+        response = self.post("/v1/fleets", {"id": fleet, "name": f"Fleet {fleet}"})
+        assert response.status_code == 201, response.text
+        return fleet
+
+    def truck(self, fleet: str | None = None, *, ek_sha256: str | None = None) -> str:
+        truck = new_id("truck")
+        body: dict[str, Any] = {"id": truck, "vin": new_vin(), "model": "hauler-9"}
+        if ek_sha256 is not None:
+            body["ek_sha256"] = ek_sha256
+        response = self.post(f"/v1/fleets/{fleet or self.fleet()}/trucks", body)
+        assert response.status_code == 201, response.text
+        return truck
+
+    def token(self, truck: str) -> str:
+        response = self.post(f"/v1/trucks/{truck}/enrollment-tokens", {})
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def truck_state(self, truck: str) -> dict[str, Any]:
+        response = self.get(f"/v1/trucks/{truck}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@dataclass
+class TruckSide:
+    """A truck's TPM (already open) with an AK made for this enrollment."""
+
+    tpm: TruckTpm
+    kind: EkKind
+    ak: KeyBlob = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ak = self.tpm.create_attestation_key(self.kind)
+
+    def start_body(self, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "ek_certificate": b64(self.tpm.ek_certificate(self.kind)),
+            "ek_public": b64(self.tpm.ek_public(self.kind)),
+            "ak_public": b64(self.ak.public),
+        }
+        body.update(overrides)
+        return body
+
+    def start(self, client: httpx.Client, token: str, **overrides: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return client.post("/v1/enrollments", json=self.start_body(**overrides), headers=headers)
+
+    def activated_secret(self, challenge: dict[str, Any]) -> bytes:
+        return self.tpm.activate_credential(
+            self.ak, self.kind, unb64(challenge["credential_blob"]), unb64(challenge["encrypted_secret"])
+        )
+
+    def answer(
+        self,
+        challenge: dict[str, Any],
+        *,
+        identity: KeyBlob | None = None,
+        certify_with: KeyBlob | None = None,
+        csr_key: ec.EllipticCurvePrivateKey | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """The activation body: secret, identity public area, its Certify over the nonce, and a CSR."""
+        identity = identity or self.tpm.create_identity_key(self.kind)
+        info, signature = self.tpm.certify(
+            identity, certify_with or self.ak, unb64(challenge["certify_nonce"])
+        )
+        signer = csr_key or self.tpm.identity_signer(identity)
+        csr = (
+            x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(signer, hashes.SHA256())
+        )
+        body: dict[str, Any] = {
+            "secret": b64(self.activated_secret(challenge)),
+            "identity_public": b64(identity.public),
+            "certify_info": b64(info),
+            "certify_signature": b64(signature),
+            "csr": csr.public_bytes(Encoding.PEM).decode(),
+        }
+        body.update(overrides)
+        return body
+
+    def activate(
+        self, client: httpx.Client, challenge: dict[str, Any], body: dict[str, Any]
+    ) -> httpx.Response:
+        return client.post(f"/v1/enrollments/{challenge['enrollment_id']}/activate", json=body)
+
+    def enroll(self, client: httpx.Client, token: str) -> dict[str, Any]:
+        started = self.start(client, token)
+        assert started.status_code == 201, started.text
+        challenge: dict[str, Any] = started.json()
+        activated = self.activate(client, challenge, self.answer(challenge))
+        assert activated.status_code == 201, activated.text
+        result: dict[str, Any] = activated.json()
+        return result
