@@ -52,7 +52,14 @@ from provision.errors import (
 )
 from provision.fleets import spiffe_id
 from provision.idempotency import Pending, commit_with
-from provision.tables import EnrollmentChallenge, HardwareSwap, Truck, TruckEnrollment
+from provision.tables import (
+    CrlRecord,
+    EnrollmentChallenge,
+    HardwareSwap,
+    IssuedCertificate,
+    Truck,
+    TruckEnrollment,
+)
 from provision.tokens import EnrollmentTokens
 
 Refusal = AttestError | ProvisionError | PkiError
@@ -276,11 +283,14 @@ class Enrollment:
             uri = spiffe_id(self._authority.config.trust_domain, truck.fleet_id, truck.id)
             prepared = self._authority.prepare(actor, profile="truck", csr=request.csr, uri_sans=[uri])
             now = self._clock()
-            for table, values in prepared.rows:
-                session.connection().execute(table.insert(), values)
+            retired: list[tuple[str, str]] = []
             if swap is not None:
                 swap.consumed_at = now
                 session.add(swap)
+                # The old TPM left the truck with its keys: its certificates must not outlive the swap.
+                retired = _revoke_identity(session, actor, uri, now, swap.id)
+            for table, values in prepared.rows:
+                session.connection().execute(table.insert(), values)
             truck.state = "enrolled"
             truck.ek_sha256 = row.ek_sha256
             truck.ak_public, truck.ak_name = row.ak_public, ak.name.hex()
@@ -317,6 +327,7 @@ class Enrollment:
             }
             if swap is not None:
                 detail["hardware_swap"] = swap.id
+                detail["revoked"] = [serial for serial, _ in retired]
             audit.record(
                 session, audit.values(actor, "enrollment.activate", at=now, target=truck.id, detail=detail)
             )
@@ -324,6 +335,9 @@ class Enrollment:
                 truck=truck.id, fleet=truck.fleet_id, spiffe_id=uri, certificate=prepared.view
             )
             commit_with(session, enrolled, idempotency, now)
+        for issuer_id in {issuer for _, issuer in retired}:
+            # Regenerated at once, so relying parties see the old hardware's certificates revoked.
+            self._authority.status.crl(issuer_id)
         return enrolled
 
     # -- shared ----------------------------------------------------------------------------------
@@ -382,6 +396,29 @@ class Enrollment:
             if isinstance(exc, ProvisionError):
                 exc.audited = True
             raise
+
+
+def _revoke_identity(
+    session: Session, actor: Actor, uri: str, now: datetime, swap: int | None
+) -> list[tuple[str, str]]:
+    """Revoke (superseded) every valid certificate naming this truck, in the caller's transaction;
+    returns (serial, issuer id) of each."""
+    rows = session.exec(
+        select(IssuedCertificate).where(
+            col(IssuedCertificate.subject) == uri, col(IssuedCertificate.status) == "valid"
+        )
+    ).all()
+    for cert in rows:
+        cert.status, cert.revoked_at, cert.revocation_reason = "revoked", now, "superseded"
+        session.add(cert)
+        session.execute(
+            update(CrlRecord).where(col(CrlRecord.issuer_id) == cert.issuer_id).values(stale=True)
+        )
+        detail = {"reason": "superseded", "hardware_swap": swap}
+        audit.record(
+            session, audit.values(actor, "certificate.revoke", at=now, target=cert.serial, detail=detail)
+        )
+    return [(cert.serial, cert.issuer_id) for cert in rows]
 
 
 def _lock_truck(session: Session, truck_id: str) -> Truck:

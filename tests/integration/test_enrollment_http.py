@@ -470,6 +470,14 @@ def test_new_tpm_needs_an_approved_hardware_swap(operator: Operator, fresh_tpms:
         )
     state = operator.truck_state(truck)
     assert state["ek_sha256"] != bound and state["certificate_serial"] == swapped["serial"]
+    # The old TPM's certificates are revoked by the swap, and the CRL says so; the new one is valid.
+    for serial in (first["serial"], again["serial"]):
+        old_cert = operator.client.get(f"/v1/certificates/{serial}").json()
+        assert (old_cert["status"], old_cert["revocation_reason"]) == ("revoked", "superseded")
+    assert operator.client.get(f"/v1/certificates/{swapped['serial']}").json()["status"] == "valid"
+    crl = x509.load_der_x509_crl(operator.client.get("/v1/ca/crl").content)
+    listed = {format(entry.serial_number, "x") for entry in crl}
+    assert {first["serial"], again["serial"]} <= listed and swapped["serial"] not in listed
     approvals = audit_rows(db(operator.service), "truck.hardware-swap.approve")
     assert approvals[-1]["target"] == truck and "TPM board replaced" in str(approvals[-1]["detail"])
     activation = audit_rows(db(operator.service), "enrollment.activate")[-1]
