@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
@@ -67,37 +68,95 @@ def _policy_b(hash_name: str) -> bytes:
     return hashlib.new(hash_name, data).digest()
 
 
-def _signing_template(algorithm: AkAlgorithm, *, restricted: bool) -> Any:
-    """TPMT_PUBLIC of a signing key: fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|sign."""
-    attrs = (
-        _c.TPMA_OBJECT.FIXEDTPM
-        | _c.TPMA_OBJECT.FIXEDPARENT
-        | _c.TPMA_OBJECT.SENSITIVEDATAORIGIN
-        | _c.TPMA_OBJECT.USERWITHAUTH
-        | _c.TPMA_OBJECT.SIGN_ENCRYPT
-    )
-    if restricted:
-        attrs |= _c.TPMA_OBJECT.RESTRICTED
-    public = _t.TPMT_PUBLIC()
-    public.nameAlg = _c.TPM2_ALG.SHA256
-    public.objectAttributes = attrs
-    if algorithm == "ecc-p256":
-        public.type = _c.TPM2_ALG.ECC
-        detail = public.parameters.eccDetail
-        detail.symmetric.algorithm = _c.TPM2_ALG.NULL
-        detail.scheme.scheme = _c.TPM2_ALG.ECDSA
-        detail.scheme.details.ecdsa.hashAlg = _c.TPM2_ALG.SHA256
-        detail.curveID = _c.TPM2_ECC.NIST_P256
-        detail.kdf.scheme = _c.TPM2_ALG.NULL
-    else:
-        public.type = _c.TPM2_ALG.RSA
-        detail = public.parameters.rsaDetail
-        detail.symmetric.algorithm = _c.TPM2_ALG.NULL
-        detail.scheme.scheme = _c.TPM2_ALG.RSASSA
-        detail.scheme.details.rsassa.hashAlg = _c.TPM2_ALG.SHA256
-        detail.keyBits = 2048
-        detail.exponent = 0
-    return public
+KeyAlgorithm = Literal["ecc-p256", "ecc-p384", "rsa-1024", "rsa-2048"]
+NameAlg = Literal["sha256", "sha1"]
+
+_NAME_ALGS: dict[NameAlg, int] = {"sha256": int(_c.TPM2_ALG.SHA256), "sha1": int(_c.TPM2_ALG.SHA1)}
+_CURVES: dict[KeyAlgorithm, int] = {
+    "ecc-p256": int(_c.TPM2_ECC.NIST_P256),
+    "ecc-p384": int(_c.TPM2_ECC.NIST_P384),
+}
+_RSA_BITS: dict[KeyAlgorithm, int] = {"rsa-1024": 1024, "rsa-2048": 2048}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What TPM2_Create is asked to make under the EK; the TPM, not this class, decides what it accepts.
+
+    The defaults are the attestation key. `attestation_key()` and `identity_key()` are the two specs
+    the agent uses; every other combination exists so tests can make real keys the authority must
+    refuse (an AK that is not restricted, can decrypt, is weak, has a SHA-1 name, ...).
+
+    scheme_pinned: the key carries its scheme (ECDSA or RSASSA for a signing key, ECDH or OAEP for a
+    decrypt-only key; SHA-384 on P-384, SHA-256 otherwise); False leaves it TPM_ALG_NULL.
+    """
+
+    algorithm: KeyAlgorithm = "ecc-p256"
+    name_alg: NameAlg = "sha256"
+    restricted: bool = True
+    sign: bool = True
+    decrypt: bool = False
+    fixed_tpm: bool = True
+    fixed_parent: bool = True
+    sensitive_data_origin: bool = True
+    scheme_pinned: bool = True
+
+    @classmethod
+    def attestation_key(cls, algorithm: AkAlgorithm = "ecc-p256") -> KeySpec:
+        """A restricted signing key: fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign."""
+        return cls(algorithm=algorithm)
+
+    @classmethod
+    def identity_key(cls) -> KeySpec:
+        """The attestation key's attributes without restricted, on P-256 with ECDSA-SHA256."""
+        return cls(algorithm="ecc-p256", restricted=False)
+
+    def template(self) -> Any:
+        """The TPMT_PUBLIC template (tpm2-pytss object) for TPM2_Create."""
+        flag = _c.TPMA_OBJECT
+        attrs = flag.USERWITHAUTH
+        for wanted, bit in (
+            (self.fixed_tpm, flag.FIXEDTPM),
+            (self.fixed_parent, flag.FIXEDPARENT),
+            (self.sensitive_data_origin, flag.SENSITIVEDATAORIGIN),
+            (self.restricted, flag.RESTRICTED),
+            (self.sign, flag.SIGN_ENCRYPT),
+            (self.decrypt, flag.DECRYPT),
+        ):
+            if wanted:
+                attrs |= bit
+        public = _t.TPMT_PUBLIC()
+        public.nameAlg = _NAME_ALGS[self.name_alg]
+        public.objectAttributes = attrs
+        hash_alg = _c.TPM2_ALG.SHA384 if self.algorithm == "ecc-p384" else _c.TPM2_ALG.SHA256
+        null = _c.TPM2_ALG.NULL
+        if self.algorithm in _CURVES:
+            public.type = _c.TPM2_ALG.ECC
+            ecc = public.parameters.eccDetail
+            ecc.symmetric.algorithm = null
+            ecc.curveID = _CURVES[self.algorithm]
+            ecc.kdf.scheme = null
+            ecc.scheme.scheme = self._scheme(_c.TPM2_ALG.ECDSA, _c.TPM2_ALG.ECDH)
+            if ecc.scheme.scheme != null:
+                # TPMU_ASYM_SCHEME is a union of TPMS_SCHEME_HASH: the hash sits at the same place.
+                ecc.scheme.details.anySig.hashAlg = hash_alg
+        else:
+            public.type = _c.TPM2_ALG.RSA
+            rsa_ = public.parameters.rsaDetail
+            rsa_.symmetric.algorithm = null
+            rsa_.keyBits = _RSA_BITS[self.algorithm]
+            rsa_.exponent = 0
+            rsa_.scheme.scheme = self._scheme(_c.TPM2_ALG.RSASSA, _c.TPM2_ALG.OAEP)
+            if rsa_.scheme.scheme != null:
+                rsa_.scheme.details.anySig.hashAlg = hash_alg
+        return public
+
+    def _scheme(self, signing: int, decrypting: int) -> int:
+        if not self.scheme_pinned:
+            return int(_c.TPM2_ALG.NULL)
+        # A key that both signs and decrypts has no single scheme to pin: ask for the signing one and
+        # let the TPM answer (it refuses: Part 2 wants TPM_ALG_NULL there).
+        return int(signing if self.sign else decrypting)
 
 
 def public_key(public: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
@@ -119,6 +178,24 @@ def public_key(public: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         modulus = int.from_bytes(bytes(area.unique.rsa), "big")
         return rsa.RSAPublicNumbers(exponent, modulus).public_key()
     raise TpmError("unsupported key type")
+
+
+def _certify_scheme(ak_public: bytes) -> Any:
+    """The inScheme for TPM2_Certify: NULL (the key's own) unless the key has none.
+
+    A key without a pinned scheme (only test keys: KeySpec(scheme_pinned=False)) needs one named in
+    the command, or the TPM refuses with TPM_RC_SCHEME; ECDSA or RSASSA with SHA-256 is used.
+    """
+    area, _ = _t.TPMT_PUBLIC.unmarshal(ak_public)
+    if area.type == _c.TPM2_ALG.ECC:
+        pinned, default = area.parameters.eccDetail.scheme.scheme, _c.TPM2_ALG.ECDSA
+    else:
+        pinned, default = area.parameters.rsaDetail.scheme.scheme, _c.TPM2_ALG.RSASSA
+    if pinned != _c.TPM2_ALG.NULL:
+        return _t.TPMT_SIG_SCHEME(scheme=_c.TPM2_ALG.NULL)
+    scheme = _t.TPMT_SIG_SCHEME(scheme=default)
+    scheme.details.any.hashAlg = _c.TPM2_ALG.SHA256
+    return scheme
 
 
 class TruckTpm:
@@ -219,13 +296,21 @@ class TruckTpm:
             parent=ek_kind,
         )
 
+    def create_key(self, ek_kind: EkKind, spec: KeySpec) -> KeyBlob:
+        """TPM2_Create of `spec` under the EK. The TPM's refusal propagates as TSS2_Exception.
+
+        The blob's name is the one tpm2-pytss computes from the public area the TPM returned, with
+        the key's own nameAlg (so a SHA-1-named key gets a SHA-1 name).
+        """
+        return self._create(ek_kind, spec.template())
+
     def create_attestation_key(self, ek_kind: EkKind, algorithm: AkAlgorithm = "ecc-p256") -> KeyBlob:
         """A restricted signing key (ECDSA-SHA256 on P-256 or RSASSA-SHA256 RSA-2048) under the EK."""
-        return self._create(ek_kind, _signing_template(algorithm, restricted=True))
+        return self.create_key(ek_kind, KeySpec.attestation_key(algorithm))
 
     def create_identity_key(self, ek_kind: EkKind) -> KeyBlob:
         """A non-restricted ECDSA-SHA256 P-256 signing key under the EK: the truck's identity key."""
-        return self._create(ek_kind, _signing_template("ecc-p256", restricted=False))
+        return self.create_key(ek_kind, KeySpec.identity_key())
 
     @contextmanager
     def _loaded(self, blob: KeyBlob) -> Iterator[Any]:
@@ -250,7 +335,7 @@ class TruckTpm:
                 key_handle,
                 ak_handle,
                 _t.TPM2B_DATA(qualifying_data),
-                _t.TPMT_SIG_SCHEME(scheme=_c.TPM2_ALG.NULL),
+                _certify_scheme(ak.public),
                 session1=_c.ESYS_TR.PASSWORD,
                 session2=_c.ESYS_TR.PASSWORD,
             )

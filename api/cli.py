@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,6 +70,43 @@ def build_parser() -> argparse.ArgumentParser:
     _common(show)
     show.add_argument("serial")
     show.add_argument("--pem", action="store_true", help="print only the certificate PEM")
+
+    agent = sub.add_parser("agent", help="the truck agent (needs the 'agent' extra: tpm2-pytss, httpx)")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    enroll = agent_sub.add_parser(
+        "enroll",
+        help="enroll this truck's TPM with the authority and save its identity",
+        description="Exit status: 0 enrolled, 1 failed (server unreachable, bad answer), "
+        "2 refused by the server or bad arguments, 3 TPM error.",
+    )
+    enroll.add_argument(
+        "--tpm", metavar="TCTI", default="device:/dev/tpmrm0", help="TPM TCTI (default %(default)s)"
+    )
+    enroll.add_argument(
+        "--server", metavar="URL", required=True, help="authority base URL, e.g. https://ws.example:8443"
+    )
+    enroll.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="enrollment token; '-' reads it from stdin (default: $WEIGHSTATION_ENROLLMENT_TOKEN)",
+    )
+    enroll.add_argument(
+        "--truck", metavar="ID", help="the truck id this TPM was provisioned for (checked by the server)"
+    )
+    enroll.add_argument("--ek", choices=["ecc", "rsa"], default="ecc", help="which EK to enroll")
+    enroll.add_argument("--ak", choices=["ecc-p256", "rsa-2048"], default="ecc-p256", help="AK algorithm")
+    enroll.add_argument(
+        "--ek-chain", metavar="PEM_FILE", type=Path, help="PEM file of EK-issuing intermediates to send along"
+    )
+    enroll.add_argument(
+        "--state", metavar="DIR", type=Path, default=Path("agent-state"), help="new state dir (%(default)s)"
+    )
+    enroll.add_argument(
+        "--ca-bundle", metavar="FILE", type=Path, help="CA bundle for the server's TLS certificate"
+    )
+    enroll.add_argument(
+        "--timeout", metavar="SECONDS", type=float, default=30.0, help="seconds per HTTP request"
+    )
     return parser
 
 
@@ -129,7 +167,21 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _agent(args: argparse.Namespace) -> int:
+    """The agent's commands live with the agent: its libraries (tpm2-pytss) are an optional extra, so
+    the module is loaded only when an agent command runs."""
+    try:
+        module = importlib.import_module("agent.cli")
+    except ImportError as exc:
+        print(f"weighstation: the agent needs the 'agent' extra (tpm2-pytss, httpx): {exc}", file=sys.stderr)
+        return 1
+    run: Callable[[argparse.Namespace], int] = module.run
+    return run(args)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "agent":
+        return _agent(args)
     settings = _settings(args)
     if args.command == "serve":
         return _serve(settings)

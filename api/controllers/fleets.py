@@ -44,7 +44,7 @@ def _swap(view: SwapView) -> SwapOut:
 class FleetController(Controller):
     path = "/v1/fleets"
     tags = ("fleets",)
-    guards = [require_admin]  # noqa: RUF012 - Litestar reads this class attribute
+    guards = (require_admin,)
     security = OPERATOR
 
     @post("/", operation_id="createFleet", summary="Create a fleet", responses=problems(400, 401, 409))
@@ -127,7 +127,7 @@ class FleetController(Controller):
 class TruckController(Controller):
     path = "/v1/trucks"
     tags = ("fleets",)
-    guards = [require_admin]  # noqa: RUF012 - Litestar reads this class attribute
+    guards = (require_admin,)
     security = OPERATOR
 
     @get(

@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.postgres import scratch_database
 from tests.support.service import RunningService, running_service
+from tests.support.swtpm import ManufacturerCa
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +26,16 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def enrolling(
+    tmp_path_factory: pytest.TempPathFactory, manufacturer: ManufacturerCa
+) -> Iterator[RunningService]:
+    """The service with the trusted TPM manufacturer's root pinned and its intermediate configured."""
+    env = {
+        "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(manufacturer.root_pem),
+        "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(manufacturer.intermediate_pem),
+    }
+    with running_service(tmp_path_factory.mktemp("enroll") / "data", env) as running:
+        yield running

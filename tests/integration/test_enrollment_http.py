@@ -32,19 +32,6 @@ pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def enrolling(
-    tmp_path_factory: pytest.TempPathFactory, manufacturer: ManufacturerCa
-) -> Iterator[RunningService]:
-    """The service with the trusted manufacturer's root pinned and its intermediate configured."""
-    env = {
-        "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(manufacturer.root_pem),
-        "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(manufacturer.intermediate_pem),
-    }
-    with running_service(tmp_path_factory.mktemp("enroll") / "data", env) as running:
-        yield running
-
-
 @pytest.fixture
 def operator(enrolling: RunningService) -> Iterator[Operator]:
     with enrolling.client() as client:

@@ -1,0 +1,255 @@
+"""The truck's HTTP client for the two enrollment calls (start → challenge, activate → certificate).
+
+Synchronous httpx, standard base64 for binary fields, RFC 9457 problem+json errors turned into
+`EnrollmentRefused`. Each call carries a fresh `Idempotency-Key`; only a transport failure (the
+request may or may not have reached the server) is retried, with the same key, so the server
+replays the first answer instead of acting twice. A 4xx/5xx answer is never retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_USER_AGENT = "weighstation-agent/0.1"
+
+
+class EnrollmentError(Exception):
+    """Enrollment did not complete; subclasses say why."""
+
+
+class EnrollmentRefused(EnrollmentError):
+    """The server answered with an error: its status, stable code (problem+json `code`, or
+    "http-<status>" when the body is not a problem) and detail."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class ServerUnreachable(EnrollmentError):
+    """No answer from the server, after the retries (connection refused, TLS failure, timeout, ...)."""
+
+
+class BadServerResponse(EnrollmentError):
+    """A success status whose body does not follow the wire contract."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The start call's answer: the credential sealed to the EK for the AK's name, and the nonce the
+    identity key's Certify must carry."""
+
+    enrollment_id: str
+    truck: str
+    credential_blob: bytes  # TPM2B_ID_OBJECT contents
+    encrypted_secret: bytes  # TPM2B_ENCRYPTED_SECRET contents
+    certify_nonce: bytes
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """The activate call's answer: the truck's identity certificate and its chain (issuing CA, root)."""
+
+    truck: str
+    fleet: str
+    spiffe_id: str
+    serial: str
+    not_after: datetime
+    certificate_pem: str
+    chain_pem: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _field(body: Mapping[str, Any], key: str) -> Any:
+    if key not in body:
+        raise BadServerResponse(f"response has no {key!r}")
+    return body[key]
+
+
+def _str(body: Mapping[str, Any], key: str) -> str:
+    value = _field(body, key)
+    if not isinstance(value, str):
+        raise BadServerResponse(f"response field {key!r} is not a string")
+    return value
+
+
+def _bytes(body: Mapping[str, Any], key: str) -> bytes:
+    try:
+        return base64.b64decode(_str(body, key), validate=True)
+    except binascii.Error as exc:
+        raise BadServerResponse(f"response field {key!r} is not base64: {exc}") from None
+
+
+def _time(body: Mapping[str, Any], key: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(_str(body, key))
+    except ValueError as exc:
+        raise BadServerResponse(f"response field {key!r} is not an RFC 3339 time: {exc}") from None
+    if value.tzinfo is None:
+        raise BadServerResponse(f"response field {key!r} has no UTC offset")
+    return value
+
+
+def _refusal(response: httpx.Response) -> EnrollmentRefused:
+    status = response.status_code
+    fallback = EnrollmentRefused(status, f"http-{status}", response.reason_phrase or "error")
+    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != PROBLEM_MEDIA_TYPE:
+        return fallback
+    try:
+        problem = response.json()
+    except ValueError:
+        return fallback
+    if not isinstance(problem, dict) or not isinstance(problem.get("code"), str) or not problem["code"]:
+        return fallback
+    detail = problem.get("detail")
+    if not isinstance(detail, str) or not detail:
+        title = problem.get("title")
+        detail = title if isinstance(title, str) and title else fallback.detail
+    return EnrollmentRefused(status, problem["code"], detail)
+
+
+class EnrollmentClient:
+    """The enrollment calls against one server. Use as a context manager, or call `close()`.
+
+    verify: a CA bundle file to trust for the server's TLS certificate, or True for the system store.
+    retries: how many times a call is repeated after a transport error (same Idempotency-Key).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: Path | str | bool = True,
+        timeout: float = 30.0,
+        retries: int = 2,
+        retry_delay: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if httpx.URL(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"server URL must be http(s)://..., not {base_url!r}")
+        tls: ssl.SSLContext | bool
+        # httpx wants an SSLContext for a custom bundle (a path for `verify` is deprecated there).
+        tls = verify if isinstance(verify, bool) else ssl.create_default_context(cafile=str(verify))
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._http = httpx.Client(
+            base_url=base_url,
+            verify=tls,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": _USER_AGENT, "Accept": f"application/json, {PROBLEM_MEDIA_TYPE}"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> EnrollmentClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST JSON; the decoded 2xx body, or EnrollmentRefused / ServerUnreachable / BadServerResponse."""
+        headers = {**(headers or {}), "Idempotency-Key": secrets.token_urlsafe(24)}
+        attempt = 0
+        while True:
+            try:
+                response = self._http.post(path, json=body, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt >= self._retries:
+                    raise ServerUnreachable(f"POST {path}: {exc}") from exc
+                attempt += 1
+                time.sleep(self._retry_delay * attempt)
+        if not response.is_success:
+            raise _refusal(response)
+        try:
+            decoded = response.json()
+        except ValueError as exc:
+            raise BadServerResponse(f"POST {path}: response is not JSON: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise BadServerResponse(f"POST {path}: response is not a JSON object")
+        return decoded
+
+    def start(
+        self,
+        token: str,
+        *,
+        ek_certificate: bytes,
+        ek_public: bytes,
+        ak_public: bytes,
+        truck: str | None = None,
+        ek_intermediates: Sequence[bytes] = (),
+    ) -> Challenge:
+        """POST /v1/enrollments with the enrollment token: EK certificate and public area, AK public area."""
+        body: dict[str, Any] = {
+            "ek_certificate": _b64(ek_certificate),
+            "ek_public": _b64(ek_public),
+            "ak_public": _b64(ak_public),
+        }
+        if truck is not None:
+            body["truck"] = truck
+        if ek_intermediates:
+            body["ek_intermediates"] = [_b64(der) for der in ek_intermediates]
+        answer = self._post("/v1/enrollments", body, {"Authorization": f"Bearer {token}"})
+        return Challenge(
+            enrollment_id=_str(answer, "enrollment_id"),
+            truck=_str(answer, "truck"),
+            credential_blob=_bytes(answer, "credential_blob"),
+            encrypted_secret=_bytes(answer, "encrypted_secret"),
+            certify_nonce=_bytes(answer, "certify_nonce"),
+            expires_at=_time(answer, "expires_at"),
+        )
+
+    def activate(
+        self,
+        enrollment_id: str,
+        *,
+        secret: bytes,
+        identity_public: bytes,
+        certify_info: bytes,
+        certify_signature: bytes,
+        csr_pem: str,
+    ) -> Enrollment:
+        """POST /v1/enrollments/{id}/activate: the activated secret, the identity key's Certify, the CSR."""
+        body = {
+            "secret": _b64(secret),
+            "identity_public": _b64(identity_public),
+            "certify_info": _b64(certify_info),
+            "certify_signature": _b64(certify_signature),
+            "csr": csr_pem,
+        }
+        answer = self._post(f"/v1/enrollments/{quote(enrollment_id, safe='')}/activate", body)
+        return Enrollment(
+            truck=_str(answer, "truck"),
+            fleet=_str(answer, "fleet"),
+            spiffe_id=_str(answer, "spiffe_id"),
+            serial=_str(answer, "serial"),
+            not_after=_time(answer, "not_after"),
+            certificate_pem=_str(answer, "certificate_pem"),
+            chain_pem=_str(answer, "chain_pem"),
+        )
