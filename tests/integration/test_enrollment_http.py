@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import create_engine, text
 
-from agent.tpm import TruckTpm, public_key
+from agent.tpm import KeySpec, TruckTpm, public_key
 from tests.support.audit import audit_rows, count_rows
 from tests.support.enrolling import Operator, TruckSide, b64, unb64
 from tests.support.service import RunningService, running_service
@@ -208,6 +209,74 @@ def test_expired_ek_certificate_is_refused(
         response = side.start(operator.client, operator.token(truck), ek_certificate=b64(der))
     refused(response, 403, "ek-certificate-expired")
     assert_audited(operator.service, "enrollment.start", "ek-certificate-expired", truck)
+
+
+# -- the AK and the identity key: real TPM keys with the wrong attributes ---------------------------
+
+_RESTRICTED = 0x00010000  # TPMA_OBJECT.restricted
+
+
+def _with_restricted(public: bytes) -> bytes:
+    """Set restricted in a TPMT_PUBLIC (objectAttributes follow type and nameAlg): the TPM will not
+    make a restricted sign+decrypt key, so this is how such an AK reaches the authority."""
+    edited = bytearray(public)
+    edited[4:8] = (int.from_bytes(public[4:8], "big") | _RESTRICTED).to_bytes(4, "big")
+    return bytes(edited)
+
+
+@pytest.mark.parametrize(
+    ("spec", "edit", "code"),
+    [
+        (KeySpec(restricted=False), False, "ak-not-restricted"),
+        (KeySpec(restricted=False, decrypt=True, scheme_pinned=False), False, "ak-not-restricted"),
+        (KeySpec(restricted=False, decrypt=True, scheme_pinned=False), True, "ak-can-decrypt"),
+        (KeySpec(algorithm="rsa-1024"), False, "ak-weak-key"),
+        (KeySpec(name_alg="sha1"), False, "ak-weak-name-alg"),
+        (KeySpec(fixed_tpm=False, fixed_parent=False), False, "ak-not-fixed-tpm"),
+    ],
+    ids=[
+        "not-restricted",
+        "sign-and-decrypt",
+        "restricted-and-decrypt",
+        "rsa-1024",
+        "sha1-name",
+        "not-fixed-tpm",
+    ],
+)
+def test_unfit_attestation_keys_are_refused(
+    operator: Operator, tpm: RunningTpm, spec: KeySpec, edit: bool, code: str
+) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        public = handle.create_key("ecc", spec).public
+        response = side.start(
+            operator.client,
+            operator.token(truck),
+            ak_public=b64(_with_restricted(public) if edit else public),
+        )
+    refused(response, 422, code)
+    assert_audited(operator.service, "enrollment.start", code, truck)
+    assert count_rows(db(operator.service), "enrollment_challenges") == len(
+        [r for r in audit_rows(db(operator.service), "enrollment.start") if r["outcome"] == "ok"]
+    )
+
+
+def test_identity_key_that_can_leave_the_tpm_is_refused(operator: Operator, tpm: RunningTpm) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        challenge = side.start(operator.client, operator.token(truck)).json()
+        movable = handle.create_key(
+            "ecc", replace(KeySpec.identity_key(), fixed_tpm=False, fixed_parent=False)
+        )
+        refused(
+            side.activate(operator.client, challenge, side.answer(challenge, identity=movable)),
+            422,
+            "identity-key-not-fixed-tpm",
+        )
+    assert_audited(operator.service, "enrollment.activate", "identity-key-not-fixed-tpm", truck)
+    assert_nothing_issued(operator, truck)
 
 
 # -- malformed TPM structures ------------------------------------------------------------------------
