@@ -16,7 +16,7 @@ when the EK carries PolicyB, as the high-range templates (H-3, swtpm's ECC P-384
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -198,6 +198,30 @@ def _certify_scheme(ak_public: bytes) -> Any:
     return scheme
 
 
+PcrBank = Literal["sha1", "sha256", "sha384"]
+_PCR_BANKS: dict[PcrBank, int] = {
+    "sha1": int(_c.TPM2_ALG.SHA1),
+    "sha256": int(_c.TPM2_ALG.SHA256),
+    "sha384": int(_c.TPM2_ALG.SHA384),
+}
+
+
+def _selection(bank: PcrBank, pcrs: Sequence[int]) -> Any:
+    """TPML_PCR_SELECTION of `pcrs` (0..23) in one bank."""
+    if not pcrs or any(not 0 <= p <= 23 for p in pcrs):
+        raise TpmError(f"PCR selection {list(pcrs)} must be non-empty and within 0..23")
+    return _t.TPML_PCR_SELECTION.parse(f"{bank}:{','.join(str(p) for p in sorted(set(pcrs)))}")
+
+
+def _selected_pcrs(selection: Any) -> list[int]:
+    pcrs: list[int] = []
+    for i in range(int(selection.count)):
+        bank = selection.pcrSelections[i]
+        bitmap = bytes(bank.pcrSelect)[: int(bank.sizeofSelect)]
+        pcrs += [n for n in range(len(bitmap) * 8) if bitmap[n // 8] & (1 << (n % 8))]
+    return pcrs
+
+
 class TruckTpm:
     """An open ESAPI connection to the truck's TPM. Use `TruckTpm.open(tcti)` as a context manager."""
 
@@ -340,6 +364,46 @@ class TruckTpm:
                 session2=_c.ESYS_TR.PASSWORD,
             )
         return bytes(attest), bytes(signature.marshal())
+
+    def quote(
+        self, ak: KeyBlob, qualifying_data: bytes, bank: PcrBank, pcrs: Sequence[int]
+    ) -> tuple[bytes, bytes]:
+        """TPM2_Quote of `pcrs` in `bank`, signed by `ak` with its own scheme:
+        (marshalled TPMS_ATTEST, marshalled TPMT_SIGNATURE)."""
+        with self._loaded(ak) as ak_handle:
+            attest, signature = self._ctx.quote(
+                ak_handle,
+                _selection(bank, pcrs),
+                _t.TPM2B_DATA(qualifying_data),
+                _certify_scheme(ak.public),
+                session1=_c.ESYS_TR.PASSWORD,
+            )
+        return bytes(attest), bytes(signature.marshal())
+
+    def pcr_read(self, bank: PcrBank, pcrs: Sequence[int]) -> dict[int, bytes]:
+        """Current values of `pcrs` in `bank`. TPM2_PCR_Read returns at most 8 digests a call, so the
+        selection is read in chunks and each answer is checked against what was asked."""
+        values: dict[int, bytes] = {}
+        wanted = sorted(set(pcrs))
+        for start in range(0, len(wanted), 8):
+            chunk = wanted[start : start + 8]
+            _, selected, digests = self._ctx.pcr_read(_selection(bank, chunk))
+            got = _selected_pcrs(selected)
+            if got != chunk or len(digests) != len(chunk):
+                raise TpmError(f"PCR_Read answered {got} for {chunk}: bank {bank} not allocated?")
+            values.update(zip(chunk, (bytes(d) for d in digests), strict=True))
+        return values
+
+    def pcr_extend(self, pcr: int, digests: Mapping[PcrBank, bytes]) -> None:
+        """TPM2_PCR_Extend of one PCR in each given bank (an event's digests, one per bank)."""
+        values = []
+        for bank, digest in digests.items():
+            ha = _t.TPMT_HA(hashAlg=_PCR_BANKS[bank])
+            setattr(ha.digest, bank, digest)
+            values.append(ha)
+        self._ctx.pcr_extend(
+            _c.ESYS_TR.PCR0 + pcr, _t.TPML_DIGEST_VALUES(values), session1=_c.ESYS_TR.PASSWORD
+        )
 
     def activate_credential(
         self, ak: KeyBlob, ek_kind: EkKind, credential_blob: bytes, encrypted_secret: bytes
