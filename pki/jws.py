@@ -1,0 +1,77 @@
+"""Compact JWS (RFC 7515) signed with ECDSA (RFC 7518 §3.4: ES256 on P-256, ES384 on P-384) by any
+key a `Signer` hands out, and the matching public JWK (RFC 7517) for a JWKS.
+
+Signing goes through the backend's key object, so a token key can live in Vault Transit like a CA key;
+verification is left to standard JWT libraries against the published JWKS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from pki.signer import KeyAlgorithm, Signer
+
+_JWS_ALG = {KeyAlgorithm.EC_P256: ("ES256", "P-256", 32), KeyAlgorithm.EC_P384: ("ES384", "P-384", 48)}
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _params(algorithm: KeyAlgorithm) -> tuple[str, str, int]:
+    try:
+        return _JWS_ALG[algorithm]
+    except KeyError:
+        raise ValueError(f"token keys must be EC P-256 or P-384, not {algorithm}") from None
+
+
+def key_id(signer: Signer) -> str:
+    """RFC 7638 JWK thumbprint of the public key: stable, and derived from nothing but the key."""
+    jwk = public_jwk(signer, kid=None)
+    members = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return b64url(hashlib.sha256(canonical).digest())
+
+
+def public_jwk(signer: Signer, *, kid: str | None) -> dict[str, str]:
+    alg, crv, size = _params(signer.algorithm)
+    public = signer.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ValueError("token keys must be EC keys")
+    numbers = public.public_numbers()
+    jwk = {
+        "kty": "EC",
+        "crv": crv,
+        "x": b64url(numbers.x.to_bytes(size, "big")),
+        "y": b64url(numbers.y.to_bytes(size, "big")),
+        "use": "sig",
+        "alg": alg,
+    }
+    if kid is not None:
+        jwk["kid"] = kid
+    return jwk
+
+
+def sign_compact(signer: Signer, claims: Mapping[str, Any], *, kid: str, typ: str = "JWT") -> str:
+    """header.payload.signature, the signature as the fixed-size r ‖ s JWS requires (not DER)."""
+    alg, _, size = _params(signer.algorithm)
+    header = {"alg": alg, "kid": kid, "typ": typ}
+    signing_input = (
+        b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    )
+    key = signer.private_key()
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("token keys must be EC keys")
+    hash_alg: hashes.HashAlgorithm = hashes.SHA256() if size == 32 else hashes.SHA384()
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hash_alg)))
+    return signing_input + "." + b64url(r.to_bytes(size, "big") + s.to_bytes(size, "big"))

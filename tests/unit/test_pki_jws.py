@@ -1,0 +1,56 @@
+"""Compact JWS signed through a Signer, checked by pyjwt against the published JWK."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pki.filekeys import FileKeyBackend
+from pki.jws import b64url, key_id, public_jwk, sign_compact
+from pki.signer import KeyAlgorithm
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "alg"), [(KeyAlgorithm.EC_P256, "ES256"), (KeyAlgorithm.EC_P384, "ES384")]
+)
+def test_token_verifies_with_its_jwk(tmp_path: Path, algorithm: KeyAlgorithm, alg: str) -> None:
+    signer = FileKeyBackend(tmp_path, b"pass").create(algorithm, "results")
+    kid = key_id(signer)
+    token = sign_compact(signer, {"sub": "t-001", "n": 1}, kid=kid)
+    assert jwt.get_unverified_header(token) == {"alg": alg, "kid": kid, "typ": "JWT"}
+    key = jwt.PyJWK(public_jwk(signer, kid=kid))
+    assert jwt.decode(token, key.key, algorithms=[alg]) == {"sub": "t-001", "n": 1}
+
+
+def test_key_id_is_the_rfc7638_thumbprint(tmp_path: Path) -> None:
+    signer = FileKeyBackend(tmp_path, b"pass").create(KeyAlgorithm.EC_P256, "results")
+    # The JWK as pyjwt exports the same public key; RFC 7638 §3.2: required members, sorted, no spaces.
+    public = signer.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    exported = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
+    members = json.dumps(
+        {k: exported[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True
+    )
+    assert key_id(signer) == b64url(hashlib.sha256(members.encode()).digest())
+
+
+def test_one_changed_byte_fails_verification(tmp_path: Path) -> None:
+    signer = FileKeyBackend(tmp_path, b"pass").create(KeyAlgorithm.EC_P256, "results")
+    token = sign_compact(signer, {"status": "affirming"}, kid="k")
+    header, _, signature = token.split(".")
+    forged = header + "." + b64url(json.dumps({"status": "contraindicated"}).encode()) + "." + signature
+    key = jwt.PyJWK(public_jwk(signer, kid="k")).key
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, key, algorithms=["ES256"])
+
+
+def test_rsa_and_ed25519_keys_are_refused(tmp_path: Path) -> None:
+    backend = FileKeyBackend(tmp_path, b"pass")
+    for algorithm in (KeyAlgorithm.RSA_3072, KeyAlgorithm.ED25519):
+        with pytest.raises(ValueError, match="EC P-256 or P-384"):
+            sign_compact(backend.create(algorithm, "results"), {}, kid="k")
