@@ -283,3 +283,19 @@ class CsrKeyMismatch(AttestError):
 
     code = "csr-key-mismatch"
     kind = "forbidden"
+
+
+# --- Releases -------------------------------------------------------------------------------
+
+
+class ReleaseManifestInvalid(AttestError):
+    """A release manifest that is not a compact JWS of the expected type and strict document shape."""
+
+    code = "release-manifest-invalid"
+
+
+class ReleaseSignatureInvalid(AttestError):
+    """The release manifest is not signed by the registered release key (or with another algorithm)."""
+
+    code = "release-signature-invalid"
+    kind = "forbidden"

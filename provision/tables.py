@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Dialect, Index, LargeBinary, Text
+from sqlalchemy import BigInteger, Dialect, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -201,3 +201,109 @@ class HardwareSwap(SQLModel, table=True):
     approved_by: str = Field(max_length=128)
     approved_at: datetime = Field(sa_type=UtcDateTime)
     consumed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class TruckAttestation(SQLModel, table=True):
+    """A truck's attestation state: the last accepted quote's clock (for ordering), the last result and
+    quarantine. One row per truck, created by its first attestation."""
+
+    __tablename__ = "truck_attestations"
+
+    truck_id: str = Field(primary_key=True, foreign_key="trucks.id", max_length=64)
+    status: str = Field(max_length=16)  # affirming | warning | contraindicated
+    reasons: str = Field(sa_type=Text)  # JSON list
+    release_id: str | None = Field(default=None, max_length=64)
+    attested_at: datetime = Field(sa_type=UtcDateTime)
+    attested_until: datetime | None = Field(default=None, sa_type=UtcDateTime)  # None unless passing
+    reset_count: int
+    restart_count: int
+    clock: int = Field(sa_type=BigInteger)
+    quarantined: bool = Field(default=False)
+    quarantine_reason: str | None = Field(default=None, max_length=512)
+    quarantined_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class AttestationNonce(SQLModel, table=True):
+    """A nonce the authority issued for one truck and purpose (optionally one tender); used once."""
+
+    __tablename__ = "attestation_nonces"
+    __table_args__ = (Index("ix_attestation_nonces_truck", "truck_id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    purpose: str = Field(max_length=16)  # attest | renew | dispatch
+    tender_id: str | None = Field(default=None, max_length=128)
+    nonce: bytes = Field(sa_type=LargeBinary)
+    extra_data: bytes = Field(sa_type=LargeBinary)  # what the quote must carry in extraData
+    bank: str = Field(max_length=16)
+    pcrs: str = Field(max_length=128)  # the selection the authority asks for, e.g. "0,1,...,15"
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    consumed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class AttestationResult(SQLModel, table=True):
+    """Every appraisal made, with the token issued for it (append-only)."""
+
+    __tablename__ = "attestation_results"
+    __table_args__ = (Index("ix_attestation_results_truck", "truck_id"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # also the token's jti
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    nonce_id: str = Field(foreign_key="attestation_nonces.id", max_length=64, unique=True)
+    status: str = Field(max_length=16)
+    trust_vector: str = Field(sa_type=Text)  # JSON
+    reasons: str = Field(sa_type=Text)  # JSON list
+    release_id: str | None = Field(default=None, max_length=64)
+    rebooted: bool = Field(default=False)
+    issued_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    token: str = Field(sa_type=Text)
+
+
+class TokenKey(SQLModel, table=True):
+    """A signing key for the tokens the authority issues (attestation results), published in the JWKS
+    while it is active or until the tokens it signed have expired."""
+
+    __tablename__ = "token_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    purpose: str = Field(max_length=32)  # attestation-result
+    key_ref: str = Field(max_length=255)
+    status: str = Field(max_length=16)  # active | retired
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    retired_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class ReleaseKey(SQLModel, table=True):
+    """A firmware release-signing key the operator registered (public key only)."""
+
+    __tablename__ = "release_keys"
+
+    id: str = Field(primary_key=True, max_length=64)  # RFC 7638 thumbprint
+    name: str = Field(max_length=128)
+    public_key_pem: str = Field(sa_type=Text)
+    registered_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class Release(SQLModel, table=True):
+    """A golden firmware release of one truck model: the signed manifest as registered, and the PCR
+    values it promises. Revoking it makes every truck that runs it stop appraising as good."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("model", "version", name="uq_releases_model_version"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # SHA-256 of the signed manifest
+    model: str = Field(max_length=128)
+    version: str = Field(max_length=64)
+    key_id: str = Field(foreign_key="release_keys.id", max_length=64)
+    manifest: str = Field(sa_type=Text)  # the JWS exactly as registered
+    bank: str = Field(max_length=16)
+    pcrs: str = Field(sa_type=Text)  # JSON {"0": hex, ...}
+    status: str = Field(max_length=16)  # active | revoked
+    registered_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revocation_reason: str | None = Field(default=None, max_length=512)
