@@ -19,6 +19,7 @@ from api.controllers.certificates import CertificateController
 from api.controllers.enrollment import EnrollmentController
 from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
+from api.controllers.releases import ReleaseController, ReleaseKeyController
 from api.middleware import RequestIdMiddleware, configure_logging
 from api.problems import handle_domain_error, handle_http_exception, handle_unexpected
 from api.services import Services
@@ -61,6 +62,8 @@ def create_app(settings: Settings) -> Litestar:
             FleetController,
             TruckController,
             EnrollmentController,
+            ReleaseKeyController,
+            ReleaseController,
             MetricsController,
         ],
         lifespan=[lifespan],

@@ -108,9 +108,9 @@ def handle_domain_error(
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, IdempotencyKeyInUse):
         headers = {"Retry-After": "1"}
-    if isinstance(exc, ProvisionError) and not exc.audited:
-        # Use-case errors of the API layer's own checks. PKI refusals are audited by the authority,
-        # attestation refusals by the use case that knows the truck.
+    if isinstance(exc, ProvisionError | AttestError) and not exc.audited:
+        # Unless the use case wrote the row itself (with the truck it concerns); PKI refusals are
+        # audited by the authority.
         _audit_refusal(request, status, exc.code, exc.reason)
     return problem_response(status, exc.code, exc.reason, request, headers=headers)
 

@@ -23,6 +23,7 @@ from provision.enrollment import Enrollment, ManufacturerTrust
 from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
+from provision.releases import Releases
 from provision.tokens import EnrollmentTokens
 
 log = logging.getLogger("weighstation.audit")
@@ -37,6 +38,7 @@ class Services:
     fleets: FleetRegistry
     tokens: EnrollmentTokens
     enrollment: Enrollment
+    releases: Releases
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -79,6 +81,7 @@ class Services:
                 challenge_ttl=settings.enrollment_challenge_ttl,
                 clock=utcnow,
             ),
+            releases=Releases(engine, clock=utcnow),
         )
         if bootstrap:
             try:

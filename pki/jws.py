@@ -33,19 +33,20 @@ def _params(algorithm: KeyAlgorithm) -> tuple[str, str, int]:
         raise ValueError(f"token keys must be EC P-256 or P-384, not {algorithm}") from None
 
 
-def key_id(signer: Signer) -> str:
-    """RFC 7638 JWK thumbprint of the public key: stable, and derived from nothing but the key."""
-    jwk = public_jwk(signer, kid=None)
+def thumbprint(public: ec.EllipticCurvePublicKey) -> str:
+    """RFC 7638 JWK thumbprint: stable, and derived from nothing but the key."""
+    jwk = ec_jwk(public, kid=None)
     members = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     return b64url(hashlib.sha256(canonical).digest())
 
 
-def public_jwk(signer: Signer, *, kid: str | None) -> dict[str, str]:
-    alg, crv, size = _params(signer.algorithm)
-    public = signer.public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ValueError("token keys must be EC keys")
+def ec_jwk(public: ec.EllipticCurvePublicKey, *, kid: str | None) -> dict[str, str]:
+    """The public JWK of a P-256 or P-384 key (RFC 7518 §6.2)."""
+    curves = {"secp256r1": ("ES256", "P-256", 32), "secp384r1": ("ES384", "P-384", 48)}
+    if public.curve.name not in curves:
+        raise ValueError(f"token keys must be EC P-256 or P-384, not {public.curve.name}")
+    alg, crv, size = curves[public.curve.name]
     numbers = public.public_numbers()
     jwk = {
         "kty": "EC",
@@ -58,6 +59,22 @@ def public_jwk(signer: Signer, *, kid: str | None) -> dict[str, str]:
     if kid is not None:
         jwk["kid"] = kid
     return jwk
+
+
+def _ec_public(signer: Signer) -> ec.EllipticCurvePublicKey:
+    _params(signer.algorithm)
+    public = signer.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ValueError("token keys must be EC keys")
+    return public
+
+
+def key_id(signer: Signer) -> str:
+    return thumbprint(_ec_public(signer))
+
+
+def public_jwk(signer: Signer, *, kid: str | None) -> dict[str, str]:
+    return ec_jwk(_ec_public(signer), kid=kid)
 
 
 def sign_compact(signer: Signer, claims: Mapping[str, Any], *, kid: str, typ: str = "JWT") -> str:

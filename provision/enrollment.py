@@ -381,7 +381,7 @@ class Enrollment:
         try:
             yield
         except (AttestError, ProvisionError, PkiError) as exc:
-            if isinstance(exc, ProvisionError) and exc.audited:
+            if not isinstance(exc, PkiError) and exc.audited:
                 raise
             audit.record_refusal(
                 self._engine,
@@ -393,7 +393,7 @@ class Enrollment:
                 target=truck,
                 outcome="error" if exc.kind == "unavailable" else "refused",
             )
-            if isinstance(exc, ProvisionError):
+            if not isinstance(exc, PkiError):
                 exc.audited = True
             raise
 

@@ -133,3 +133,32 @@ class EnrollmentChallengeUsed(ProvisionError):
 class EnrollmentChallengeExpired(ProvisionError):
     code = "enrollment-challenge-expired"
     kind = "gone"
+
+
+# --- releases -------------------------------------------------------------------------------
+
+
+class InvalidReleaseKey(ProvisionError):
+    code = "invalid-release-key"
+
+
+class UnknownReleaseKey(ProvisionError):
+    code = "unknown-release-key"
+    kind = "not_found"
+
+
+class ReleaseKeyRevoked(ProvisionError):
+    code = "release-key-revoked"
+    kind = "forbidden"
+
+
+class ReleaseExists(ProvisionError):
+    """That model and version is already registered (a release is never silently replaced)."""
+
+    code = "release-exists"
+    kind = "conflict"
+
+
+class UnknownRelease(ProvisionError):
+    code = "unknown-release"
+    kind = "not_found"
