@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from attest.appraise import GoldenRelease
 from attest.release import ReleaseManifest, verify_release_manifest
 from pki.jws import thumbprint
 from provision import audit
@@ -54,17 +55,6 @@ class ReleaseView:
     created_at: datetime
     revoked_at: datetime | None
     revocation_reason: str | None
-
-
-@dataclass(frozen=True)
-class GoldenRelease:
-    """What appraisal needs of a release."""
-
-    id: str
-    version: str
-    bank: str
-    pcrs: dict[int, bytes]
-    revoked: bool
 
 
 def _key_view(row: ReleaseKey) -> ReleaseKeyView:
