@@ -300,3 +300,37 @@ class ReleaseSignatureInvalid(AttestError):
 
     code = "release-signature-invalid"
     kind = "forbidden"
+
+
+# --- Quotes ---------------------------------------------------------------------------------
+
+
+class PcrSelectionMismatch(AttestError):
+    """The signed pcrSelect is not exactly the selection the authority asked for: another bank, an
+    extra bank, or a PCR more or less. Values labelled by a selection nobody asked for would let a
+    truck pass one PCR's value off as another's (the CVE-2024-29039 class)."""
+
+    code = "pcr-selection-mismatch"
+    kind = "forbidden"
+
+
+class PcrValuesMismatch(AttestError):
+    """The PCR values the truck supplied are not exactly the quoted ones: a PCR missing or extra,
+    or a value that is not one digest of the quoted bank."""
+
+    code = "pcr-values-mismatch"
+
+
+class PcrDigestMismatch(AttestError):
+    """The quote's signed pcrDigest is not the digest of the PCR values the truck supplied."""
+
+    code = "pcr-digest-mismatch"
+    kind = "forbidden"
+
+
+class ClockWentBackwards(AttestError):
+    """The quote's (resetCount, restartCount, clock) is before the truck's last accepted quote's:
+    a replayed older quote, or a TPM whose counters were reset (TPM2_Clear) since enrollment."""
+
+    code = "clock-went-backwards"
+    kind = "forbidden"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,65 @@ def flip(data: bytes, offset: int) -> bytes:
 def set_tpmt_attributes(tpmt_public: bytes, *, clear: int = 0, set_: int = 0) -> bytes:
     attributes = (u32_at(tpmt_public, TPMT_ATTRIBUTES_AT) & ~clear) | set_
     return put_u32(tpmt_public, TPMT_ATTRIBUTES_AT, attributes)
+
+
+# --- quote vectors --------------------------------------------------------------------------
+
+# quote-<kind>.json (see regenerate.QUOTE_VECTORS): one AK, one bank and PCR list, and one quote per
+# step of the TPM's life (regenerate.QUOTE_STEPS). quote-sha1.json holds one "boot" quote.
+QUOTE_KINDS = ("ecc", "rsa", "ecc384")
+QUOTE_STEPS = ("boot", "same-boot", "resume", "reboot", "power-loss")
+_BANKS = {"sha1": 0x0004, "sha256": 0x000B, "sha384": 0x000C}
+
+
+@dataclass(frozen=True)
+class QuoteVector:
+    """One recorded TPM2_Quote with what the authority needs to verify it."""
+
+    step: str
+    ak_public: bytes  # bare TPMT_PUBLIC
+    bank: int  # TPM_ALG_ID of the quoted PCR bank
+    pcrs: tuple[int, ...]  # the selection asked for
+    nonce: bytes
+    pcr_values: dict[int, bytes]  # as read from the TPM just before the quote
+    attest: bytes  # TPMS_ATTEST
+    signature: bytes  # TPMT_SIGNATURE
+
+
+def quote_vectors(kind: str = "ecc") -> dict[str, QuoteVector]:
+    """quote-<kind>.json decoded, by step."""
+    loaded: dict[str, Any] = json.loads(raw(f"quote-{kind}.json"))
+    return {
+        q["step"]: QuoteVector(
+            step=q["step"],
+            ak_public=bytes.fromhex(loaded["ak_public"]),
+            bank=_BANKS[loaded["bank"]],
+            pcrs=tuple(loaded["pcrs"]),
+            nonce=bytes.fromhex(q["nonce"]),
+            pcr_values={int(pcr): bytes.fromhex(value) for pcr, value in q["pcr_values"].items()},
+            attest=bytes.fromhex(q["attest"]),
+            signature=bytes.fromhex(q["signature"]),
+        )
+        for q in loaded["quotes"]
+    }
+
+
+def quote_vector(kind: str = "ecc", step: str = "boot") -> QuoteVector:
+    return quote_vectors(kind)[step]
+
+
+def quote_offsets(attest: bytes) -> dict[str, int]:
+    """Offsets into a QUOTE TPMS_ATTEST, besides those of `attest_offsets`.
+
+    TPMS_QUOTE_INFO (§10.12.4): pcrSelect (TPML_PCR_SELECTION: u32 count, then per bank hash u16,
+    sizeofSelect u8, bitmap) and pcrDigest (TPM2B). pcr_select_count points at the count, bank_hash
+    / select_size / select at the first bank's fields, pcr_digest at the TPM2B size.
+    """
+    at = attest_offsets(attest)["name"]  # the attested union starts where a Certify's name would
+    offsets = {"pcr_select_count": at, "bank_hash": at + 4, "select_size": at + 6, "select": at + 7}
+    count = u32_at(attest, at)
+    at += 4
+    for _ in range(count):
+        at += 3 + attest[at + 2]
+    offsets["pcr_digest"] = at
+    return offsets

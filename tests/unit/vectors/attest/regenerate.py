@@ -4,6 +4,7 @@ Regenerate (needs swtpm and tpm2-tools; overwrites the files beside this script)
 
     .venv/bin/python -m tests.unit.vectors.attest.regenerate
     .venv/bin/python -m tests.unit.vectors.attest.regenerate --certify-only   # certify-*.json only
+    .venv/bin/python -m tests.unit.vectors.attest.regenerate --quote-only     # quote-*.json only
 
 Every run manufactures a fresh TPM (new EKs, new manufacturer CA), so the bytes change; what must
 not change is their shape, which tests/integration/test_attest_swtpm.py checks by regenerating into
@@ -22,6 +23,14 @@ a scratch dir and comparing. Files written:
                                  P-256 identity key with a random 32-byte nonce; with the AK and
                                  identity TPMT_PUBLICs and a DER CSR the identity key signed in the TPM
 - meta.json                      a `now` inside every certificate's validity
+- quote-ecc.json, quote-rsa.json, quote-ecc384.json
+                                 TPM2_Quote by the real agent of the sha256 bank's QUOTE_PCRS after a
+                                 simulated boot, by a P-256 ECDSA-SHA256 / RSA-2048 RSASSA-SHA256 /
+                                 P-384 ECDSA-SHA384 AK under the P-384 EK, once per QUOTE_STEPS
+                                 (boot, same-boot, resume, reboot, power-loss: see `lifecycle`), each
+                                 with its random nonce and the PCR values read just before
+- quote-sha1.json                the same quote (boot only) by an AK pinned to ECDSA-SHA1 (made with
+                                 tpm2-tools under an owner primary): a real SHA-1 signature
 
 The helpers here (create_ak, activate, tpm2-tools credential file) are shared with the integration
 tests.
@@ -29,9 +38,11 @@ tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -43,7 +54,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from agent.tpm import AkAlgorithm, TruckTpm
+from agent.tpm import AkAlgorithm, KeySpec, PcrBank, TruckTpm
 from attest.credential import MadeCredential, make_credential
 from attest.public import ObjectAttributes, TpmtPublic, parse_tpm2b_public
 from tests.support.swtpm import EK_PROFILES, Kind, RunningTpm, manufacturer_ca, running_tpms
@@ -219,6 +230,173 @@ def record_certify_only(out_dir: Path, scratch: Path) -> None:
         write_certify_vectors(tpm, out_dir)
 
 
+# --- quote vectors ------------------------------------------------------------------------------
+
+QUOTE_VECTORS: dict[str, KeySpec] = {
+    "quote-ecc.json": KeySpec.attestation_key("ecc-p256"),
+    "quote-rsa.json": KeySpec.attestation_key("rsa-2048"),
+    # Pinned to ECDSA-SHA384: its pcrDigest is SHA-384 over the sha256 bank's values.
+    "quote-ecc384.json": KeySpec(algorithm="ecc-p384"),
+}
+SHA1_QUOTE_VECTOR = "quote-sha1.json"
+QUOTE_BANK: PcrBank = "sha256"
+# Spans two bitmap bytes; PCR 14 is never extended, so one quoted value is all zeros.
+QUOTE_PCRS = (0, 1, 2, 3, 7, 8, 9, 14)
+# The simulated boot: (PCR, component), each extended as SHA-256(component).
+BOOT_EVENTS: tuple[tuple[int, bytes], ...] = (
+    (0, b"truck firmware 4.2.0"),
+    (1, b"firmware configuration"),
+    (2, b"option ROMs"),
+    (3, b"option ROM configuration"),
+    (7, b"secure boot policy"),
+    (8, b"bootloader"),
+    (9, b"kernel"),
+)
+# The TPM's life before each recorded quote, in order (see `lifecycle`).
+QUOTE_STEPS = ("boot", "same-boot", "resume", "reboot", "power-loss")
+
+
+def swtpm_init(tpm: RunningTpm) -> None:
+    """Cut and restore the swtpm's power (CMD_INIT on the control channel): TPM2_Startup is next."""
+    subprocess.run(
+        ["swtpm_ioctl", "--tcp", f"127.0.0.1:{tpm.ctrl_port}", "-i"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+
+
+def extend_boot(truck: TruckTpm, events: tuple[tuple[int, bytes], ...] = BOOT_EVENTS) -> None:
+    for pcr, component in events:
+        truck.pcr_extend(pcr, {QUOTE_BANK: hashlib.sha256(component).digest()})
+
+
+def lifecycle(tpm: RunningTpm, step: str) -> None:
+    """Take the TPM to `step` (no TPM connection may be open):
+
+    boot        as started (TPM2_Startup(CLEAR) done), then the boot events extended
+    same-boot   one more event (PCR 9) in the same boot
+    resume      TPM2_Shutdown(STATE), power cycle, TPM2_Startup(STATE): restartCount + 1, PCRs kept
+    reboot      TPM2_Shutdown(CLEAR), power cycle, TPM2_Startup(CLEAR): resetCount + 1, boot again
+    power-loss  power cycle with no shutdown, TPM2_Startup(CLEAR): resetCount + 1, safe = NO
+    """
+    if step == "resume":
+        tpm.tool("tpm2_shutdown")
+        swtpm_init(tpm)
+        tpm.tool("tpm2_startup")
+        return
+    if step == "reboot":
+        tpm.tool("tpm2_shutdown", "-c")
+    if step in ("reboot", "power-loss"):
+        swtpm_init(tpm)
+        tpm.tool("tpm2_startup", "-c")
+    with TruckTpm.open(tpm.tcti) as truck:
+        if step == "same-boot":
+            extend_boot(truck, ((9, b"autonomy stack 7.1"),))
+        else:
+            extend_boot(truck)
+
+
+def quote_entry(
+    step: str, nonce: bytes, values: dict[int, bytes], attest: bytes, sig: bytes
+) -> dict[str, object]:
+    return {
+        "step": step,
+        "nonce": nonce.hex(),
+        "pcr_values": {str(pcr): value.hex() for pcr, value in sorted(values.items())},
+        "attest": attest.hex(),
+        "signature": sig.hex(),
+    }
+
+
+def sha1_quote(tpm: RunningTpm, nonce: bytes, workdir: Path) -> tuple[bytes, bytes, bytes]:
+    """A quote by an AK pinned to ECDSA-SHA1: (TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE).
+
+    The agent only makes SHA-256/384 AKs, so this one is made with tpm2-tools under an owner
+    primary (its parent does not matter to a quote). Transients are flushed after every tool.
+    """
+    primary, public, private, context = (workdir / f"sha1-ak.{s}" for s in ("primary", "pub", "priv", "ctx"))
+    message, signature = workdir / "sha1-quote.msg", workdir / "sha1-quote.sig"
+    attributes = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
+    selection = f"{QUOTE_BANK}:{','.join(str(p) for p in QUOTE_PCRS)}"
+    steps: tuple[tuple[str | os.PathLike[str], ...], ...] = (
+        ("tpm2_createprimary", "-C", "o", "-c", primary),
+        (
+            "tpm2_create",
+            "-C",
+            primary,
+            "-G",
+            "ecc256:ecdsa-sha1:null",
+            "-a",
+            attributes,
+            "-u",
+            public,
+            "-r",
+            private,
+        ),
+        ("tpm2_load", "-C", primary, "-u", public, "-r", private, "-c", context),
+        (
+            "tpm2_quote",
+            "-c",
+            context,
+            "-l",
+            selection,
+            "-q",
+            nonce.hex(),
+            "-g",
+            "sha1",
+            "-m",
+            message,
+            "-s",
+            signature,
+        ),
+    )
+    try:
+        for argv in steps:
+            tpm.tool(*argv)
+            tpm.tool("tpm2_flushcontext", "-t")
+    finally:
+        tpm.tool("tpm2_flushcontext", "-t")
+    # tpm2_create -u writes TPM2B_PUBLIC; the vectors hold the bare TPMT_PUBLIC.
+    return public.read_bytes()[2:], message.read_bytes(), signature.read_bytes()
+
+
+def write_quote_vectors(tpm: RunningTpm, out_dir: Path, scratch: Path) -> None:
+    """Record QUOTE_VECTORS over QUOTE_STEPS, and the SHA-1 quote after the first step."""
+    with TruckTpm.open(tpm.tcti) as truck:
+        aks = {name: truck.create_key("ecc", spec) for name, spec in QUOTE_VECTORS.items()}
+    ak_publics = {name: blob.public for name, blob in aks.items()}
+    quotes: dict[str, list[dict[str, object]]] = {name: [] for name in [*QUOTE_VECTORS, SHA1_QUOTE_VECTOR]}
+    for step in QUOTE_STEPS:
+        lifecycle(tpm, step)
+        with TruckTpm.open(tpm.tcti) as truck:
+            values = truck.pcr_read(QUOTE_BANK, QUOTE_PCRS)
+            for name, ak in aks.items():
+                nonce = os.urandom(32)
+                attest, sig = truck.quote(ak, nonce, QUOTE_BANK, QUOTE_PCRS)
+                quotes[name].append(quote_entry(step, nonce, values, attest, sig))
+        if step == "boot":
+            nonce = os.urandom(32)
+            ak_publics[SHA1_QUOTE_VECTOR], attest, sig = sha1_quote(tpm, nonce, scratch)
+            quotes[SHA1_QUOTE_VECTOR].append(quote_entry(step, nonce, values, attest, sig))
+    for name, entries in quotes.items():
+        vector = {
+            "ak_public": ak_publics[name].hex(),
+            "bank": QUOTE_BANK,
+            "pcrs": list(QUOTE_PCRS),
+            "quotes": entries,
+        }
+        (out_dir / name).write_text(json.dumps(vector, indent=2) + "\n")
+
+
+def record_quote_only(out_dir: Path, scratch: Path) -> None:
+    """Write only the quote-*.json vectors, from a freshly manufactured TPM."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ca = manufacturer_ca(scratch / "vector-tpm-ca", "vector-tpm")
+    with running_tpms(scratch / "tpms", ca, 1, "ecc") as (tpm,):
+        write_quote_vectors(tpm, out_dir, scratch)
+
+
 def record(out_dir: Path, scratch: Path) -> None:
     """Manufacture a TPM in `scratch` and write every vector into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +433,8 @@ def record(out_dir: Path, scratch: Path) -> None:
         (out_dir / "credential-ecc.json").write_text(json.dumps(vector, indent=2) + "\n")
 
         write_certify_vectors(tpm, out_dir)
+        # Last: the quote recording power-cycles the TPM.
+        write_quote_vectors(tpm, out_dir, scratch)
 
     chain = [
         *certs,
@@ -266,10 +446,12 @@ def record(out_dir: Path, scratch: Path) -> None:
 
 
 def main() -> None:
-    """Write every vector; with `--certify-only`, only the certify-*.json ones."""
+    """Write every vector; with `--certify-only` / `--quote-only`, only the certify-* / quote-* ones."""
     with tempfile.TemporaryDirectory(prefix="attest-vectors-") as scratch:
         if "--certify-only" in sys.argv[1:]:
             record_certify_only(HERE, Path(scratch))
+        elif "--quote-only" in sys.argv[1:]:
+            record_quote_only(HERE, Path(scratch))
         else:
             record(HERE, Path(scratch))
     print(f"vectors written to {HERE}")
