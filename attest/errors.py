@@ -334,3 +334,64 @@ class ClockWentBackwards(AttestError):
 
     code = "clock-went-backwards"
     kind = "forbidden"
+
+
+# --- Event log ------------------------------------------------------------------------------
+
+
+class MalformedEventLog(AttestError):
+    """The TCG PC Client crypto-agile event log is truncated, has trailing bytes, exceeds a size
+    bound, or holds a value its structure does not allow (a PCR index above 23, an EV_NO_ACTION
+    event with a non-zero digest, a misplaced or repeated StartupLocality event, ...)."""
+
+    code = "malformed-event-log"
+
+
+class EventLogSpecIdInvalid(MalformedEventLog):
+    """The log does not open with a well-formed "Spec ID Event03" (TCG_EfiSpecIDEvent in an
+    SHA-1-format EV_NO_ACTION record): wrong signature, spec version, uintnSize, platform class, or
+    an algorithm list naming an unknown hash or a digest size that is not that hash's."""
+
+    code = "event-log-spec-id"
+
+
+class EventLogAlgorithmMismatch(AttestError):
+    """An event's digests are not exactly one of each algorithm the Spec ID event declares, or
+    the bank to replay is not one the log carries digests for."""
+
+    code = "event-log-algorithm-mismatch"
+
+
+class PcrWithoutEvents(AttestError):
+    """A PCR to appraise has no extended event in the log: nothing explains its value."""
+
+    code = "pcr-without-events"
+
+    def __init__(self, reason: str, *, pcr: int) -> None:
+        super().__init__(reason)
+        self.pcr = pcr
+
+
+class MissingSeparator(AttestError):
+    """An appraised PCR in 0-7 never had the EV_SEPARATOR digest (of 0x00000000) extended in the
+    appraised bank, or had the error separator (0xFFFFFFFF): the firmware did not close its
+    pre-boot measurements normally."""
+
+    code = "missing-separator"
+    kind = "forbidden"
+
+    def __init__(self, reason: str, *, pcr: int) -> None:
+        super().__init__(reason)
+        self.pcr = pcr
+
+
+class EventLogReplayMismatch(AttestError):
+    """Replaying the log's digests does not give the PCR values the TPM vouched for: the log is
+    not the record of this boot (edited, reordered, truncated, or another boot's)."""
+
+    code = "event-log-replay-mismatch"
+    kind = "forbidden"
+
+    def __init__(self, reason: str, *, pcrs: tuple[int, ...]) -> None:
+        super().__init__(reason)
+        self.pcrs = pcrs
