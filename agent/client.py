@@ -76,6 +76,28 @@ class Enrollment:
     chain_pem: str
 
 
+@dataclass(frozen=True)
+class AttestationNonce:
+    id: str
+    truck: str
+    nonce: bytes
+    extra_data: bytes  # what the quote's extraData must be
+    bank: str
+    pcrs: tuple[int, ...]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AttestationResult:
+    id: str
+    truck: str
+    status: str
+    release: str | None  # the release version, or None when no golden release matched
+    reasons: tuple[str, ...]
+    expires_at: datetime
+    token: str
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -252,4 +274,58 @@ class EnrollmentClient:
             not_after=_time(answer, "not_after"),
             certificate_pem=_str(answer, "certificate_pem"),
             chain_pem=_str(answer, "chain_pem"),
+        )
+
+    def attestation_nonce(
+        self, truck: str, *, purpose: str = "attest", tender: str | None = None
+    ) -> AttestationNonce:
+        """POST /v1/trucks/{truck}/attestation-nonces: a nonce and the PCR selection to quote."""
+        body: dict[str, Any] = {"purpose": purpose}
+        if tender is not None:
+            body["tender"] = tender
+        answer = self._post(f"/v1/trucks/{quote(truck, safe='')}/attestation-nonces", body)
+        pcrs = _field(answer, "pcrs")
+        if not isinstance(pcrs, list) or not all(isinstance(p, int) for p in pcrs):
+            raise BadServerResponse("attestation nonce: pcrs is not a list of integers")
+        return AttestationNonce(
+            id=_str(answer, "id"),
+            truck=_str(answer, "truck"),
+            nonce=_bytes(answer, "nonce"),
+            extra_data=_bytes(answer, "extra_data"),
+            bank=_str(answer, "bank"),
+            pcrs=tuple(pcrs),
+            expires_at=_time(answer, "expires_at"),
+        )
+
+    def attest(
+        self,
+        truck: str,
+        nonce_id: str,
+        *,
+        quote_info: bytes,
+        signature: bytes,
+        pcr_values: Mapping[int, bytes],
+        event_log: bytes,
+    ) -> AttestationResult:
+        """POST /v1/trucks/{truck}/attestations: the quote, its signature, the PCR values, the event log."""
+        body = {
+            "nonce_id": nonce_id,
+            "quote": _b64(quote_info),
+            "signature": _b64(signature),
+            "pcr_values": {str(pcr): _b64(value) for pcr, value in sorted(pcr_values.items())},
+            "event_log": _b64(event_log),
+        }
+        answer = self._post(f"/v1/trucks/{quote(truck, safe='')}/attestations", body)
+        release = _field(answer, "release")
+        reasons = _field(answer, "reasons")
+        if not isinstance(reasons, list):
+            raise BadServerResponse("attestation result: reasons is not a list")
+        return AttestationResult(
+            id=_str(answer, "id"),
+            truck=_str(answer, "truck"),
+            status=_str(answer, "status"),
+            release=_str(release, "version") if isinstance(release, dict) else None,
+            reasons=tuple(str(r) for r in reasons),
+            expires_at=_time(answer, "expires_at"),
+            token=_str(answer, "token"),
         )

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from cryptography import x509
+
 EkKind = Literal["rsa", "ecc"]
 EK_KINDS: tuple[EkKind, ...] = ("rsa", "ecc")
 
@@ -80,6 +82,19 @@ class AgentState:
     ak: KeyBlob
     identity: KeyBlob
     certificate_pem: bytes | None = None  # leaf first, then the chain, as the authority returns it
+
+    @property
+    def truck(self) -> str:
+        """The truck id in the enrolled certificate's SPIFFE ID (spiffe://<td>/fleet/<f>/truck/<id>)."""
+        if self.certificate_pem is None:
+            raise StateError("not enrolled: no certificate in the state")
+        leaf = x509.load_pem_x509_certificate(self.certificate_pem)
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
+            _, marker, truck = uri.rpartition("/truck/")
+            if marker and truck:
+                return truck
+        raise StateError("the certificate names no truck")
 
     def with_certificate(self, certificate_pem: bytes) -> AgentState:
         return replace(self, certificate_pem=certificate_pem)

@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.auth import SECURITY_COMPONENTS
+from api.controllers.attestation import AttestationController, jwks
 from api.controllers.ca import CaController, OcspController
 from api.controllers.certificates import CertificateController
 from api.controllers.enrollment import EnrollmentController
@@ -64,6 +65,8 @@ def create_app(settings: Settings) -> Litestar:
             EnrollmentController,
             ReleaseKeyController,
             ReleaseController,
+            AttestationController,
+            jwks,
             MetricsController,
         ],
         lifespan=[lifespan],

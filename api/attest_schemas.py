@@ -52,3 +52,71 @@ class ReleaseOut(msgspec.Struct, kw_only=True):
 
 class RevokeReleaseIn(_In):
     reason: Reason
+
+
+Purpose = Annotated[str, Meta(pattern="^(attest|renew|dispatch)$", description="attest, renew or dispatch")]
+TenderId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+class NonceIn(_In):
+    purpose: Purpose = "attest"
+    tender: TenderId | None = None
+
+
+class NonceOut(msgspec.Struct, kw_only=True):
+    id: str
+    truck: str
+    purpose: str
+    tender: str | None
+    nonce: bytes
+    extra_data: bytes  # what the quote's extraData must be: the nonce, or its tender binding
+    bank: str
+    pcrs: list[int]
+    expires_at: datetime
+
+
+class EvidenceIn(_In):
+    nonce_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    quote: Annotated[bytes, Meta(min_length=1, max_length=4096, description="TPMS_ATTEST, base64")]
+    signature: Annotated[bytes, Meta(min_length=1, max_length=1024, description="TPMT_SIGNATURE, base64")]
+    pcr_values: Annotated[
+        dict[Annotated[str, Meta(pattern=r"^[0-9]{1,2}$")], Annotated[bytes, Meta(max_length=64)]],
+        Meta(max_length=24, description="PCR index → value, base64"),
+    ]
+    event_log: Annotated[
+        bytes, Meta(min_length=1, max_length=1_000_000, description="TCG crypto-agile log, base64")
+    ]
+
+
+class ReleaseRef(msgspec.Struct, kw_only=True):
+    id: str
+    version: str
+
+
+class ResultOut(msgspec.Struct, kw_only=True):
+    id: str
+    truck: str
+    status: str
+    release: ReleaseRef | None
+    trust_vector: dict[str, int]
+    reasons: list[str]
+    rebooted: bool
+    issued_at: datetime
+    expires_at: datetime
+    token: str
+
+
+class StatusOut(msgspec.Struct, kw_only=True):
+    truck: str
+    status: str | None
+    attested_at: datetime | None
+    attested_until: datetime | None
+    release_id: str | None
+    reasons: list[str]
+    quarantined: bool
+    quarantine_reason: str | None
+    quarantined_at: datetime | None
+
+
+class LiftIn(_In):
+    reason: Reason

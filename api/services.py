@@ -15,6 +15,7 @@ from api.settings import Settings, SettingsError, enrollment_token_key, load_pem
 from pki.errors import PkiError
 from pki.signer import KeyBackend
 from provision import audit
+from provision.attestation import Attestation, AttestationPolicy
 from provision.audit import Actor
 from provision.authority import Authority, utcnow
 from provision.config import AuthorityConfig
@@ -24,6 +25,7 @@ from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
 from provision.releases import Releases
+from provision.token_keys import TokenKeys
 from provision.tokens import EnrollmentTokens
 
 log = logging.getLogger("weighstation.audit")
@@ -39,6 +41,8 @@ class Services:
     tokens: EnrollmentTokens
     enrollment: Enrollment
     releases: Releases
+    token_keys: TokenKeys
+    attestation: Attestation
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -66,6 +70,8 @@ class Services:
             default_ttl=settings.enrollment_token_ttl,
             clock=utcnow,
         )
+        releases = Releases(engine, clock=utcnow)
+        token_keys = TokenKeys(engine, keys, clock=utcnow)
         services = cls(
             settings=settings,
             engine=engine,
@@ -81,11 +87,14 @@ class Services:
                 challenge_ttl=settings.enrollment_challenge_ttl,
                 clock=utcnow,
             ),
-            releases=Releases(engine, clock=utcnow),
+            releases=releases,
+            token_keys=token_keys,
+            attestation=Attestation(engine, releases, token_keys, attestation_policy(settings), clock=utcnow),
         )
         if bootstrap:
             try:
                 authority.cas.bootstrap(Actor("system"))
+                token_keys.ensure(Actor("system"))
             except BaseException:
                 services.close()
                 raise
@@ -139,6 +148,18 @@ def services_of(request: Request[Any, Any, Any]) -> Services:
 
 def authority_of(request: Request[Any, Any, Any]) -> Authority:
     return services_of(request).authority
+
+
+def attestation_policy(settings: Settings) -> AttestationPolicy:
+    return AttestationPolicy(
+        bank=settings.attestation_bank,
+        pcrs=settings.attestation_pcr_list,
+        nonce_ttl=settings.attestation_nonce_ttl,
+        result_ttl=settings.attestation_result_ttl,
+        auto_lift_quarantine=settings.quarantine_auto_lift,
+        trust_domain=settings.trust_domain,
+        issuer=settings.public_url.rstrip("/"),
+    )
 
 
 def manufacturer_trust(settings: Settings) -> ManufacturerTrust:

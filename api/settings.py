@@ -70,6 +70,22 @@ class Settings:
     enrollment_token_key: str = field(default="", repr=False)
     enrollment_token_ttl: timedelta = timedelta(minutes=15)
     enrollment_challenge_ttl: timedelta = timedelta(minutes=5)
+    # Attestation: the PCRs every quote must cover (the authority's choice, never the truck's), how long
+    # a nonce and a result last, and whether a passing attestation lifts a quarantine by itself.
+    attestation_bank: str = "sha256"
+    attestation_pcrs: str = "0-15"
+    attestation_nonce_ttl: timedelta = timedelta(minutes=2)
+    attestation_result_ttl: timedelta = timedelta(minutes=10)
+    quarantine_auto_lift: bool = False
+
+    @property
+    def attestation_pcr_list(self) -> tuple[int, ...]:
+        """'0-7,10' → (0, ..., 7, 10)."""
+        pcrs: set[int] = set()
+        for part in self.attestation_pcrs.split(","):
+            low, _, high = part.strip().partition("-")
+            pcrs.update(range(int(low), int(high or low) + 1))
+        return tuple(sorted(pcrs))
 
     @property
     def effective_database_url(self) -> str:
@@ -110,6 +126,8 @@ class Settings:
             "ocsp_validity",
             "enrollment_token_ttl",
             "enrollment_challenge_ttl",
+            "attestation_nonce_ttl",
+            "attestation_result_ttl",
         ):
             if getattr(self, name) <= timedelta(0):
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
@@ -117,6 +135,16 @@ class Settings:
             raise SettingsError(f"{PREFIX}ENROLLMENT_TOKEN_TTL: at most 24h (tokens are short-lived)")
         if self.enrollment_token_key and len(self.enrollment_token_key) < 32:
             raise SettingsError(f"{PREFIX}ENROLLMENT_TOKEN_KEY: at least 32 characters")
+        if self.attestation_bank not in {"sha256", "sha384"}:
+            raise SettingsError(f"{PREFIX}ATTESTATION_BANK={self.attestation_bank!r}: sha256 or sha384")
+        try:
+            pcrs = self.attestation_pcr_list
+        except ValueError:
+            pcrs = ()
+        if not pcrs or any(not 0 <= p <= 23 for p in pcrs):
+            raise SettingsError(
+                f"{PREFIX}ATTESTATION_PCRS={self.attestation_pcrs!r}: PCRs like 0-15 or 0-7,10"
+            )
         if self.issuing_ca_ttl > self.root_ca_ttl:
             raise SettingsError(f"{PREFIX}ISSUING_CA_TTL must not exceed {PREFIX}ROOT_CA_TTL")
         return self

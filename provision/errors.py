@@ -162,3 +162,45 @@ class ReleaseExists(ProvisionError):
 class UnknownRelease(ProvisionError):
     code = "unknown-release"
     kind = "not_found"
+
+
+# --- attestation ----------------------------------------------------------------------------
+
+
+class TruckNotEnrolled(ProvisionError):
+    code = "truck-not-enrolled"
+    kind = "conflict"
+
+
+class UnknownAttestationNonce(ProvisionError):
+    code = "unknown-attestation-nonce"
+    kind = "not_found"
+
+
+class AttestationNonceWrongTruck(ProvisionError):
+    """The nonce was issued to another truck: a quote over it proves nothing about this one."""
+
+    code = "attestation-nonce-wrong-truck"
+    kind = "forbidden"
+
+
+class AttestationNonceUsed(ProvisionError):
+    code = "attestation-nonce-used"
+    kind = "conflict"
+
+
+class AttestationNonceExpired(ProvisionError):
+    code = "attestation-nonce-expired"
+    kind = "gone"
+
+
+class ReleaseRevokedFirmware(ProvisionError):
+    """The truck proved it runs firmware of a release the operator revoked."""
+
+    code = "release-revoked"
+    kind = "forbidden"
+
+
+class TruckNotQuarantined(ProvisionError):
+    code = "truck-not-quarantined"
+    kind = "conflict"

@@ -1,0 +1,139 @@
+"""Attestation over HTTP: nonces and quotes from trucks, status and quarantine for the operator, and
+the JWKS that verifies result tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.params import Parameter
+
+from api.attest_schemas import EvidenceIn, LiftIn, NonceIn, NonceOut, ReleaseRef, ResultOut, StatusOut
+from api.auth import OPERATOR, require_admin
+from api.problems import problems
+from api.services import actor_of, services_of
+from provision.attestation import Evidence, ResultView, StatusView
+
+TruckParam = Parameter(description="Truck id", max_length=64)
+
+
+def _status(view: StatusView) -> StatusOut:
+    return StatusOut(
+        truck=view.truck,
+        status=view.status,
+        attested_at=view.attested_at,
+        attested_until=view.attested_until,
+        release_id=view.release_id,
+        reasons=list(view.reasons),
+        quarantined=view.quarantined,
+        quarantine_reason=view.quarantine_reason,
+        quarantined_at=view.quarantined_at,
+    )
+
+
+def _result(view: ResultView) -> ResultOut:
+    release = ReleaseRef(id=view.release_id, version=view.release_version or "") if view.release_id else None
+    return ResultOut(
+        id=view.id,
+        truck=view.truck,
+        status=view.status,
+        release=release,
+        trust_vector=view.trust_vector,
+        reasons=list(view.reasons),
+        rebooted=view.rebooted,
+        issued_at=view.issued_at,
+        expires_at=view.expires_at,
+        token=view.token,
+    )
+
+
+class AttestationController(Controller):
+    path = "/v1/trucks"
+    tags = ("attestation",)
+
+    @post(
+        "/{truck:str}/attestation-nonces",
+        operation_id="issueAttestationNonce",
+        summary="A single-use nonce for the truck's next quote, with the PCR selection to quote",
+        responses=problems(400, 404, 409),
+    )
+    async def nonce(
+        self, request: Request[Any, Any, Any], data: NonceIn, truck: str = TruckParam
+    ) -> Response[NonceOut]:
+        services = services_of(request)
+        view = await sync_to_thread(
+            services.attestation.nonce, actor_of(request), truck, data.purpose, data.tender
+        )
+        body = NonceOut(
+            id=view.id,
+            truck=view.truck,
+            purpose=view.purpose,
+            tender=view.tender,
+            nonce=view.nonce,
+            extra_data=view.extra_data,
+            bank=view.bank,
+            pcrs=list(view.pcrs),
+            expires_at=view.expires_at,
+        )
+        return Response(body, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @post(
+        "/{truck:str}/attestations",
+        operation_id="attestTruck",
+        summary="Quote, signature, PCR values and event log → signed attestation result",
+        responses=problems(400, 403, 404, 409, 410, 422),
+    )
+    async def attest(
+        self, request: Request[Any, Any, Any], data: EvidenceIn, truck: str = TruckParam
+    ) -> Response[ResultOut]:
+        evidence = Evidence(
+            quote=data.quote,
+            signature=data.signature,
+            pcr_values={int(k): v for k, v in data.pcr_values.items()},
+            event_log=data.event_log,
+        )
+        services = services_of(request)
+        view = await sync_to_thread(
+            services.attestation.attest, actor_of(request), truck, data.nonce_id, evidence
+        )
+        return Response(_result(view), status_code=201)
+
+    @get(
+        "/{truck:str}/attestation",
+        operation_id="getAttestationStatus",
+        guards=[require_admin],
+        security=OPERATOR,
+        sync_to_thread=True,
+        summary="The truck's attestation status: attested until, last result, reasons, quarantine",
+        responses=problems(401, 404),
+    )
+    def show(self, request: Request[Any, Any, Any], truck: str = TruckParam) -> StatusOut:
+        return _status(services_of(request).attestation.status(truck))
+
+    @post(
+        "/{truck:str}/quarantine/lift",
+        operation_id="liftQuarantine",
+        guards=[require_admin],
+        security=OPERATOR,
+        status_code=200,
+        summary="Lift the truck's quarantine (audited); its next attestation decides again",
+        responses=problems(400, 401, 404, 409),
+    )
+    async def lift(self, request: Request[Any, Any, Any], data: LiftIn, truck: str = TruckParam) -> StatusOut:
+        services = services_of(request)
+        view = await sync_to_thread(
+            services.attestation.lift_quarantine, actor_of(request), truck, data.reason
+        )
+        return _status(view)
+
+
+@get(
+    "/v1/jwks",
+    operation_id="getJwks",
+    sync_to_thread=True,
+    tags=["attestation"],
+    summary="Keys of the tokens the authority signs",
+)
+def jwks(request: Request[Any, Any, Any]) -> dict[str, list[dict[str, str]]]:
+    return services_of(request).token_keys.jwks()

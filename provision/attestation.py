@@ -1,0 +1,459 @@
+"""Attestation before dispatch: nonces, quote verification, event-log appraisal, golden releases, the
+signed result token, the truck's attestation status and quarantine.
+
+nonce:  single use, 256 bits from the OS CSPRNG, short TTL, bound to one truck and a purpose and,
+        optionally, one tender: the quote must then carry H(nonce ‖ tender ‖ 0x00 ‖ truck) as extraData,
+        so it proves the truck's state for that tender only. Stored, and consumed by a conditional update,
+        so it works across replicas.
+attest: the nonce is claimed first (a replay is refused even if everything else is fine); the quote is
+        verified with the AK enrolled for the truck (never a key the request carries) over the PCR
+        selection the authority chose; the event log is replayed to the quoted values; the values are
+        appraised against the model's releases; the result is signed (EAR-style JWT) and stored.
+
+Refusals before the quote is proven to come from the truck's TPM for this nonce (unknown, used, expired
+or foreign nonce; a bad signature) change nothing about the truck: anyone can send those. Failures of
+evidence the truck's AK did sign (PCR values or event log that do not match the quote, a clock going
+backwards, a revoked release) quarantine the truck, with the reason. A later passing attestation lifts
+the quarantine only when the operator's setting allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col
+
+from attest.ak import check_attestation_key
+from attest.alg import Alg
+from attest.appraise import Appraisal, Status, appraise
+from attest.binding import expected_extra_data
+from attest.errors import (
+    AttestError,
+    ClockWentBackwards,
+    EventLogAlgorithmMismatch,
+    EventLogReplayMismatch,
+    MalformedEventLog,
+    MissingSeparator,
+    PcrDigestMismatch,
+    PcrSelectionMismatch,
+    PcrValuesMismatch,
+    PcrWithoutEvents,
+)
+from attest.eventlog import parse_event_log
+from attest.public import parse_tpmt_public
+from attest.quote import PcrRequest, QuoteClock, VerifiedQuote, verify_quote
+from attest.replay import appraise_event_log
+from pki.jws import b64url, sign_compact
+from provision import audit
+from provision.audit import Actor
+from provision.errors import (
+    AttestationNonceExpired,
+    AttestationNonceUsed,
+    AttestationNonceWrongTruck,
+    ProvisionError,
+    ReleaseRevokedFirmware,
+    TruckNotEnrolled,
+    TruckNotQuarantined,
+    UnknownAttestationNonce,
+    UnknownTruck,
+)
+from provision.fleets import spiffe_id
+from provision.releases import Releases
+from provision.tables import AttestationNonce, AttestationResult, Truck, TruckAttestation
+from provision.token_keys import RESULTS, TokenKeys
+
+_NONCE_BYTES = 32
+_BANKS = {"sha256": Alg.SHA256, "sha384": Alg.SHA384}
+EAR_PROFILE = "tag:github.com,2023:veraison/ear"
+PURPOSES = ("attest", "renew", "dispatch")
+# Failures that verify_quote reaches only after the signature by the truck's AK and the nonce held, and
+# failures of what that signed quote vouches for: the truck's own evidence condemns it.
+SIGNED_EVIDENCE_FAILURES = (
+    PcrSelectionMismatch,
+    PcrValuesMismatch,
+    PcrDigestMismatch,
+    ClockWentBackwards,
+    MalformedEventLog,
+    EventLogAlgorithmMismatch,
+    PcrWithoutEvents,
+    MissingSeparator,
+    EventLogReplayMismatch,
+    ReleaseRevokedFirmware,
+)
+
+
+@dataclass(frozen=True)
+class AttestationPolicy:
+    bank: str
+    pcrs: tuple[int, ...]
+    nonce_ttl: timedelta
+    result_ttl: timedelta
+    auto_lift_quarantine: bool
+    trust_domain: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class NonceView:
+    id: str
+    truck: str
+    purpose: str
+    tender: str | None
+    nonce: bytes
+    extra_data: bytes
+    bank: str
+    pcrs: tuple[int, ...]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Evidence:
+    quote: bytes
+    signature: bytes
+    pcr_values: Mapping[int, bytes]
+    event_log: bytes
+
+
+@dataclass(frozen=True)
+class ResultView:
+    id: str
+    truck: str
+    status: str
+    release_id: str | None
+    release_version: str | None
+    trust_vector: dict[str, int]
+    reasons: tuple[str, ...]
+    rebooted: bool
+    issued_at: datetime
+    expires_at: datetime
+    token: str
+
+
+@dataclass(frozen=True)
+class StatusView:
+    truck: str
+    status: str | None
+    attested_at: datetime | None
+    attested_until: datetime | None
+    release_id: str | None
+    reasons: tuple[str, ...]
+    quarantined: bool
+    quarantine_reason: str | None
+    quarantined_at: datetime | None
+
+
+class Attestation:
+    def __init__(
+        self,
+        engine: Engine,
+        releases: Releases,
+        token_keys: TokenKeys,
+        policy: AttestationPolicy,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._releases = releases
+        self._token_keys = token_keys
+        self._policy = policy
+        self._clock = clock
+        self._selection = PcrRequest.of(_BANKS[policy.bank], policy.pcrs)
+
+    # -- nonces ----------------------------------------------------------------------------------
+
+    def nonce(self, actor: Actor, truck_id: str, purpose: str, tender: str | None = None) -> NonceView:
+        now = self._clock()
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        extra = expected_extra_data(nonce, tender, truck_id)
+        view = NonceView(
+            id=secrets.token_urlsafe(24),
+            truck=truck_id,
+            purpose=purpose,
+            tender=tender,
+            nonce=nonce,
+            extra_data=extra,
+            bank=self._policy.bank,
+            pcrs=self._selection.pcrs,
+            expires_at=now + self._policy.nonce_ttl,
+        )
+        with Session(self._engine) as session:
+            truck = session.get(Truck, truck_id)
+            if truck is None:
+                raise UnknownTruck(f"no truck {truck_id[:64]!r}")
+            if truck.ak_public is None:
+                raise TruckNotEnrolled(f"truck {truck_id} has not enrolled; there is no AK to quote with")
+            session.add(
+                AttestationNonce(
+                    id=view.id,
+                    truck_id=truck_id,
+                    purpose=purpose,
+                    tender_id=tender,
+                    nonce=nonce,
+                    extra_data=extra,
+                    bank=view.bank,
+                    pcrs=",".join(str(p) for p in view.pcrs),
+                    created_at=now,
+                    expires_at=view.expires_at,
+                )
+            )
+            session.commit()
+        return view
+
+    # -- attest ----------------------------------------------------------------------------------
+
+    def attest(self, actor: Actor, truck_id: str, nonce_id: str, evidence: Evidence) -> ResultView:
+        with self._refusals(actor, "attestation.verify", truck_id):
+            nonce, truck_row, previous = self._claim(truck_id, nonce_id)
+            assert truck_row.ak_public is not None
+            selection = PcrRequest.of(_BANKS[nonce.bank], (int(p) for p in nonce.pcrs.split(",")))
+            quote = verify_quote(
+                evidence.quote,
+                evidence.signature,
+                ak=check_attestation_key(parse_tpmt_public(truck_row.ak_public)),
+                nonce=nonce.extra_data,
+                selection=selection,
+                pcr_values=evidence.pcr_values,
+                previous=previous,
+            )
+            appraised_log = appraise_event_log(
+                parse_event_log(evidence.event_log), selection.bank, quote.pcr_values
+            )
+            appraisal = appraise(
+                nonce.bank,
+                appraised_log.pcr_values,
+                self._releases.golden(truck_row.model),
+                warnings=[str(w) for w in quote.warnings],
+            )
+            if appraisal.status is Status.CONTRAINDICATED:
+                raise ReleaseRevokedFirmware("; ".join(appraisal.reasons))
+        return self._store(actor, truck_row, nonce, quote, appraisal)
+
+    def _claim(self, truck_id: str, nonce_id: str) -> tuple[AttestationNonce, Truck, QuoteClock | None]:
+        now = self._clock()
+        with Session(self._engine) as session:
+            nonce = session.get(AttestationNonce, nonce_id[:64])
+            if nonce is None:
+                raise UnknownAttestationNonce(f"no attestation nonce {nonce_id[:64]!r}")
+            if nonce.truck_id != truck_id:
+                raise AttestationNonceWrongTruck("the nonce was issued to another truck")
+            claimed = session.connection().execute(
+                update(AttestationNonce)
+                .where(col(AttestationNonce.id) == nonce.id, col(AttestationNonce.consumed_at).is_(None))
+                .values(consumed_at=now)
+            )
+            if claimed.rowcount != 1:
+                raise AttestationNonceUsed("the nonce was already used; ask for a new one")
+            session.commit()
+            if nonce.expires_at <= now:
+                raise AttestationNonceExpired(f"the nonce expired at {nonce.expires_at.isoformat()}")
+            truck = session.get(Truck, truck_id)
+            if truck is None or truck.ak_public is None:
+                raise TruckNotEnrolled(f"truck {truck_id} has not enrolled")
+            state = session.get(TruckAttestation, truck_id)
+            previous = QuoteClock(state.reset_count, state.restart_count, state.clock) if state else None
+            session.refresh(nonce)
+            session.expunge_all()
+            return nonce, truck, previous
+
+    def _store(
+        self, actor: Actor, truck: Truck, nonce: AttestationNonce, quote: VerifiedQuote, appraisal: Appraisal
+    ) -> ResultView:
+        now = self._clock()
+        expires = now + self._policy.result_ttl
+        result_id = secrets.token_urlsafe(18)
+        release = appraisal.release
+        claims = {
+            "iss": self._policy.issuer,
+            "sub": spiffe_id(self._policy.trust_domain, truck.fleet_id, truck.id),
+            "jti": result_id,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "eat_profile": EAR_PROFILE,
+            "eat_nonce": b64url(nonce.nonce),
+            "ear.verifier-id": {"developer": "weighstation", "build": "weighstation-0.1"},
+            "submods": {
+                "truck": {
+                    "ear.status": appraisal.status.value,
+                    "ear.trustworthiness-vector": appraisal.trust_vector,
+                    "ear.appraisal-policy-id": f"release:{release.id}" if release else "release:unknown",
+                }
+            },
+            "weighstation": {
+                "truck": truck.id,
+                "fleet": truck.fleet_id,
+                "purpose": nonce.purpose,
+                "tender": nonce.tender_id,
+                "release": {"id": release.id, "version": release.version} if release else "unknown",
+                "rebooted": quote.rebooted,
+            },
+        }
+        kid, signer = self._token_keys.active(RESULTS)
+        token = sign_compact(signer, claims, kid=kid)
+        reasons = list(appraisal.reasons)
+        with Session(self._engine) as session:
+            session.add(
+                AttestationResult(
+                    id=result_id,
+                    truck_id=truck.id,
+                    nonce_id=nonce.id,
+                    status=appraisal.status.value,
+                    trust_vector=json.dumps(appraisal.trust_vector),
+                    reasons=json.dumps(reasons),
+                    release_id=release.id if release else None,
+                    rebooted=quote.rebooted,
+                    issued_at=now,
+                    expires_at=expires,
+                    token=token,
+                )
+            )
+            state = session.get(TruckAttestation, truck.id)
+            if state is None:
+                state = TruckAttestation(
+                    truck_id=truck.id,
+                    status="",
+                    reasons="[]",
+                    attested_at=now,
+                    reset_count=0,
+                    restart_count=0,
+                    clock=0,
+                )
+            state.status, state.reasons, state.attested_at = appraisal.status.value, json.dumps(reasons), now
+            state.attested_until = expires
+            state.release_id = release.id if release else None
+            clock = quote.clock
+            state.reset_count, state.restart_count, state.clock = (
+                clock.reset_count,
+                clock.restart_count,
+                clock.clock,
+            )
+            lifted = state.quarantined and self._policy.auto_lift_quarantine
+            if lifted:
+                state.quarantined, state.quarantine_reason, state.quarantined_at = False, None, None
+            session.add(state)
+            detail: dict[str, object] = {
+                "result": result_id,
+                "status": appraisal.status.value,
+                "release": release.version if release else "unknown",
+                "nonce": nonce.id,
+                "transition": quote.transition.value,
+            }
+            if lifted:
+                detail["quarantine_lifted"] = True
+            audit.record(
+                session, audit.values(actor, "attestation.verify", at=now, target=truck.id, detail=detail)
+            )
+            session.commit()
+        return ResultView(
+            id=result_id,
+            truck=truck.id,
+            status=appraisal.status.value,
+            release_id=release.id if release else None,
+            release_version=release.version if release else None,
+            trust_vector=appraisal.trust_vector,
+            reasons=tuple(reasons),
+            rebooted=quote.rebooted,
+            issued_at=now,
+            expires_at=expires,
+            token=token,
+        )
+
+    # -- status and quarantine -------------------------------------------------------------------
+
+    def status(self, truck_id: str) -> StatusView:
+        with Session(self._engine) as session:
+            if session.get(Truck, truck_id) is None:
+                raise UnknownTruck(f"no truck {truck_id[:64]!r}")
+            state = session.get(TruckAttestation, truck_id)
+        if state is None:
+            return StatusView(truck_id, None, None, None, None, (), False, None, None)
+        passing = state.status in {Status.AFFIRMING, Status.WARNING} and not state.quarantined
+        return StatusView(
+            truck=truck_id,
+            status=state.status,
+            attested_at=state.attested_at,
+            attested_until=state.attested_until if passing else None,
+            release_id=state.release_id,
+            reasons=tuple(json.loads(state.reasons)),
+            quarantined=state.quarantined,
+            quarantine_reason=state.quarantine_reason,
+            quarantined_at=state.quarantined_at,
+        )
+
+    def lift_quarantine(self, actor: Actor, truck_id: str, reason: str) -> StatusView:
+        now = self._clock()
+        with Session(self._engine) as session:
+            state = session.get(TruckAttestation, truck_id)
+            if state is None or not state.quarantined:
+                if session.get(Truck, truck_id) is None:
+                    raise UnknownTruck(f"no truck {truck_id[:64]!r}")
+                raise TruckNotQuarantined(f"truck {truck_id} is not quarantined")
+            detail = {"reason": reason, "was": state.quarantine_reason}
+            state.quarantined, state.quarantine_reason, state.quarantined_at = False, None, None
+            state.attested_until = None  # the next attestation decides again
+            session.add(state)
+            audit.record(
+                session, audit.values(actor, "truck.quarantine.lift", at=now, target=truck_id, detail=detail)
+            )
+            session.commit()
+        return self.status(truck_id)
+
+    def _quarantine(self, actor: Actor, truck_id: str, code: str, reason: str) -> None:
+        now = self._clock()
+        with Session(self._engine) as session:
+            state = session.get(TruckAttestation, truck_id)
+            if state is None:
+                state = TruckAttestation(
+                    truck_id=truck_id,
+                    status="",
+                    reasons="[]",
+                    attested_at=now,
+                    reset_count=0,
+                    restart_count=0,
+                    clock=0,
+                )
+            state.status, state.reasons, state.attested_at = (
+                Status.CONTRAINDICATED.value,
+                json.dumps([reason]),
+                now,
+            )
+            state.attested_until = None
+            state.quarantined, state.quarantine_reason, state.quarantined_at = (
+                True,
+                f"{code}: {reason}"[:512],
+                now,
+            )
+            session.add(state)
+            audit.record(
+                session,
+                audit.values(
+                    actor, "truck.quarantine", at=now, target=truck_id, code=code, detail={"reason": reason}
+                ),
+            )
+            session.commit()
+
+    @contextmanager
+    def _refusals(self, actor: Actor, action: str, truck: str) -> Iterator[None]:
+        """Audit a refusal once; quarantine the truck when it is about evidence its TPM signed."""
+        try:
+            yield
+        except (AttestError, ProvisionError) as exc:
+            if not exc.audited:
+                audit.record_refusal(
+                    self._engine,
+                    actor,
+                    action,
+                    at=self._clock(),
+                    code=exc.code,
+                    reason=exc.reason,
+                    target=truck,
+                )
+                exc.audited = True
+            if isinstance(exc, SIGNED_EVIDENCE_FAILURES):
+                self._quarantine(actor, truck, exc.code, exc.reason)
+            raise

@@ -1,0 +1,451 @@
+"""Attestation over HTTP with real swtpm trucks: a truck enrolls, boots (simulated, measured into its TPM
+with an event log), attests with the agent and gets a result token that pyjwt verifies against the JWKS.
+Each negative changes one thing the truck sends (or the authority's view of it) and is refused for its
+own reason, audited; failures of evidence the truck's TPM signed quarantine it."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import create_engine, text
+
+from agent.attest import attest
+from agent.boot import MeasuredBoot, TruckBoot, measure_boot, truck_boot
+from agent.client import EnrollmentClient, EnrollmentRefused
+from agent.enroll import enroll
+from agent.state import AgentState
+from agent.tpm import TruckTpm
+from attest.eventlog import Event, parse_event_log
+from tests.support.audit import audit_rows
+from tests.support.enrolling import Operator
+from tests.support.releases import ReleaseSigner
+from tests.support.service import RunningService
+from tests.support.swtpm import ManufacturerCa, running_tpms
+
+pytestmark = pytest.mark.integration
+MODEL = "hauler-9"  # the model Operator.truck registers, and truck_boot's default
+
+
+@dataclass
+class Truck:
+    id: str
+    tpm: TruckTpm
+    state: AgentState
+    boot: MeasuredBoot
+    client: EnrollmentClient
+    url: str
+
+
+def db(service: RunningService) -> str:
+    return f"sqlite:///{service.data_dir / 'weighstation.db'}"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def golden(enrolling: RunningService) -> str:
+    """The release team's signed manifest of the default boot, registered by the operator."""
+    signer = ReleaseSigner()
+    with enrolling.client() as client:
+        operator = Operator(enrolling, client)
+        key = operator.post("/v1/release-keys", {"name": "release team", "public_key_pem": signer.public_pem})
+        manifest = signer.manifest(MODEL, "2026.11.1", truck_boot().expected_pcrs())
+        created = operator.post("/v1/releases", {"key_id": key.json()["id"], "manifest": manifest})
+        assert created.status_code == 201, created.text
+        release_id: str = created.json()["id"]
+        return release_id
+
+
+Fleet = Callable[..., Truck]
+
+
+@pytest.fixture
+def fleet(
+    enrolling: RunningService, manufacturer: ManufacturerCa, tmp_path: Path, golden: str
+) -> Iterator[Fleet]:
+    """Makes enrolled trucks, each on its own swtpm, booted with the given boot (default firmware)."""
+    with ExitStack() as stack:
+        operator = Operator(enrolling, stack.enter_context(enrolling.client()))
+        client = stack.enter_context(EnrollmentClient(enrolling.url))
+        count = itertools.count()
+
+        def make(boot: TruckBoot | None = None) -> Truck:
+            i = next(count)
+            (running,) = stack.enter_context(
+                running_tpms(tmp_path / f"tpms-{i}", manufacturer, 1, "ecc", distinct=True)
+            )
+            tpm = TruckTpm.open(running.tcti)
+            stack.callback(tpm.close)
+            truck = operator.truck()
+            state = enroll(
+                tpm,
+                client,
+                operator.token(truck),
+                ek_kind="ecc",
+                truck=truck,
+                ek_intermediates=[],
+                state_dir=tmp_path / f"state-{i}",
+            )
+            return Truck(truck, tpm, state, measure_boot(tpm, boot or truck_boot()), client, enrolling.url)
+
+        yield make
+
+
+def refused(call: Any, status: int, code: str) -> None:
+    with pytest.raises(EnrollmentRefused) as caught:
+        call()
+    assert (caught.value.status, caught.value.code) == (status, code), caught.value.detail
+
+
+def status_of(service: RunningService, truck: str) -> dict[str, Any]:
+    with service.client() as client:
+        response = client.get(f"/v1/trucks/{truck}/attestation", headers=service.admin())
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def raw_attest(truck: Truck, **changes: Any) -> httpx.Response:
+    """One attestation by hand, so a test can change exactly one field of what the truck sends."""
+    nonce = truck.client.attestation_nonce(truck.id)
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+    body: dict[str, Any] = {
+        "nonce_id": nonce.id,
+        "quote": b64(quote_info),
+        "signature": b64(signature),
+        "pcr_values": {str(p): b64(v) for p, v in values.items()},
+        "event_log": b64(truck.boot.log),
+    }
+    body.update(changes)
+    with httpx.Client(base_url=truck.url) as client:
+        return client.post(f"/v1/trucks/{truck.id}/attestations", json=body)
+
+
+# -- the path that works ---------------------------------------------------------------------------
+
+
+def test_booted_truck_attests_and_the_token_verifies_against_the_jwks(
+    enrolling: RunningService, fleet: Fleet, golden: str
+) -> None:
+    truck = fleet()
+    result = attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
+    assert result.status == "affirming" and result.release == "2026.11.1"
+    with enrolling.client() as client:
+        jwks = client.get("/v1/jwks").json()
+    header = jwt.get_unverified_header(result.token)
+    key = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == header["kid"])
+    claims = jwt.decode(result.token, key.key, algorithms=["ES256"], issuer=enrolling.url)
+    assert claims["submods"]["truck"]["ear.status"] == "affirming"
+    assert claims["weighstation"]["release"] == {"id": golden, "version": "2026.11.1"}
+    assert claims["sub"].endswith(f"/truck/{truck.id}") and claims["exp"] > claims["iat"]
+    status = status_of(enrolling, truck.id)
+    assert status["status"] == "affirming" and status["attested_until"] and not status["quarantined"]
+    assert status["release_id"] == golden
+
+
+def test_tender_bound_quote(fleet: Fleet) -> None:
+    truck = fleet()
+    result = attest(
+        truck.tpm, truck.client, truck.state, event_log=truck.boot.log, purpose="dispatch", tender="T-42"
+    )
+    claims = jwt.decode(result.token, options={"verify_signature": False})
+    assert claims["weighstation"]["tender"] == "T-42" and claims["weighstation"]["purpose"] == "dispatch"
+
+
+def test_unknown_firmware_is_a_warning_not_a_pass(enrolling: RunningService, fleet: Fleet) -> None:
+    truck = fleet(truck_boot(overrides={"perception": b"perception stack, unreviewed build"}))
+    result = attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
+    assert result.status == "warning" and result.release is None
+    status = status_of(enrolling, truck.id)
+    assert status["status"] == "warning" and status["release_id"] is None and not status["quarantined"]
+
+
+# -- nonces ----------------------------------------------------------------------------------------
+
+
+def test_nonce_is_single_use(fleet: Fleet) -> None:
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+
+    def send() -> object:
+        return truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        )
+
+    send()
+    refused(send, 409, "attestation-nonce-used")
+
+
+def test_expired_nonce(enrolling: RunningService, fleet: Fleet) -> None:
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    engine = create_engine(db(enrolling))
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE attestation_nonces SET expires_at = :t WHERE id = :id"),
+            {"t": datetime.now(UTC) - timedelta(seconds=1), "id": nonce.id},
+        )
+    engine.dispose()
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+    refused(
+        lambda: truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        ),
+        410,
+        "attestation-nonce-expired",
+    )
+
+
+def test_nonce_of_another_truck(fleet: Fleet) -> None:
+    mine, other = fleet(), fleet()
+    nonce = other.client.attestation_nonce(other.id)
+    quote_info, signature = mine.tpm.quote(mine.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = mine.tpm.pcr_read("sha256", nonce.pcrs)
+    refused(
+        lambda: mine.client.attest(
+            mine.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=mine.boot.log,
+        ),
+        403,
+        "attestation-nonce-wrong-truck",
+    )
+
+
+# -- the quote -------------------------------------------------------------------------------------
+
+
+def test_quote_by_the_ak_of_another_truck(enrolling: RunningService, fleet: Fleet) -> None:
+    mine, other = fleet(), fleet()
+    nonce = mine.client.attestation_nonce(mine.id)
+    quote_info, signature = other.tpm.quote(other.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = other.tpm.pcr_read("sha256", nonce.pcrs)
+    refused(
+        lambda: mine.client.attest(
+            mine.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=other.boot.log,
+        ),
+        403,
+        "bad-attest-signature",
+    )
+    # Anyone can send a bad signature: it says nothing about the truck, which is not quarantined.
+    assert not status_of(enrolling, mine.id)["quarantined"]
+
+
+def test_selection_differing_from_the_request_quarantines(enrolling: RunningService, fleet: Fleet) -> None:
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    fewer = nonce.pcrs[:-1]
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", fewer)
+    values = truck.tpm.pcr_read("sha256", fewer)
+    refused(
+        lambda: truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        ),
+        403,
+        "pcr-selection-mismatch",
+    )
+    status = status_of(enrolling, truck.id)
+    assert status["quarantined"] and status["quarantine_reason"].startswith("pcr-selection-mismatch")
+    assert status["attested_until"] is None
+    rows = audit_rows(db(enrolling), "truck.quarantine")
+    assert rows[-1]["target"] == truck.id and rows[-1]["code"] == "pcr-selection-mismatch"
+    # A passing attestation does not lift it (the default setting); the operator does, audited.
+    result = attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
+    assert result.status == "affirming" and status_of(enrolling, truck.id)["quarantined"]
+    with enrolling.client() as client:
+        lifted = client.post(
+            f"/v1/trucks/{truck.id}/quarantine/lift",
+            json={"reason": "agent bug fixed"},
+            headers=enrolling.admin(),
+        )
+    assert lifted.status_code == 200 and not lifted.json()["quarantined"]
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [("extra", "pcr-values-mismatch"), ("missing", "pcr-values-mismatch"), ("wrong", "pcr-digest-mismatch")],
+)
+def test_supplied_pcr_values_must_be_the_quoted_ones(fleet: Fleet, change: str, code: str) -> None:
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = dict(truck.tpm.pcr_read("sha256", nonce.pcrs))
+    if change == "extra":
+        values[16] = bytes(32)
+    elif change == "missing":
+        del values[15]
+    else:
+        values[15] = bytes(32)
+    status = 422 if code == "pcr-values-mismatch" else 403
+    refused(
+        lambda: truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        ),
+        status,
+        code,
+    )
+
+
+def test_certify_passed_off_as_a_quote(fleet: Fleet) -> None:
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    identity = truck.tpm.create_identity_key("ecc")
+    certify_info, signature = truck.tpm.certify(identity, truck.state.ak, nonce.extra_data)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+    refused(
+        lambda: truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=certify_info,
+            signature=signature,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        ),
+        422,
+        "wrong-attest-type",
+    )
+
+
+def test_clock_going_backwards(fleet: Fleet) -> None:
+    truck = fleet()
+    first = truck.client.attestation_nonce(truck.id)
+    older = truck.tpm.quote(truck.state.ak, first.extra_data, "sha256", first.pcrs)
+    second = truck.client.attestation_nonce(truck.id)
+    newer = truck.tpm.quote(truck.state.ak, second.extra_data, "sha256", second.pcrs)
+    values = truck.tpm.pcr_read("sha256", first.pcrs)
+    truck.client.attest(
+        truck.id,
+        second.id,
+        quote_info=newer[0],
+        signature=newer[1],
+        pcr_values=values,
+        event_log=truck.boot.log,
+    )
+    refused(
+        lambda: truck.client.attest(
+            truck.id,
+            first.id,
+            quote_info=older[0],
+            signature=older[1],
+            pcr_values=values,
+            event_log=truck.boot.log,
+        ),
+        403,
+        "clock-went-backwards",
+    )
+
+
+# -- the event log ---------------------------------------------------------------------------------
+
+
+def _records(log: bytes) -> tuple[bytes, list[tuple[Event, bytes]]]:
+    """The log as (Spec ID header, [(event, its record bytes)]), to cut or reorder whole records."""
+    parsed = parse_event_log(log)
+    ends = [e.offset for e in parsed.events[1:]] + [len(log)]
+    records = [(e, log[e.offset : end]) for e, end in zip(parsed.events, ends, strict=True)]
+    return log[: parsed.events[0].offset], records
+
+
+def _without_pcr(log: bytes, pcr: int) -> bytes:
+    header, records = _records(log)
+    return header + b"".join(record for event, record in records if event.pcr != pcr)
+
+
+@pytest.mark.parametrize(
+    ("variant", "code"),
+    [
+        ("truncated", "malformed-event-log"),
+        ("trailing", "malformed-event-log"),
+        ("no-pcr-15", "pcr-without-events"),
+    ],
+)
+def test_bad_event_logs_quarantine(enrolling: RunningService, fleet: Fleet, variant: str, code: str) -> None:
+    truck = fleet()
+    log = truck.boot.log
+    bad = {"truncated": log[:-7], "trailing": log + b"\x00\x01", "no-pcr-15": _without_pcr(log, 15)}[variant]
+    response = raw_attest(truck, event_log=b64(bad))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+    status = status_of(enrolling, truck.id)
+    assert status["quarantined"] and status["quarantine_reason"].startswith(code)
+
+
+def test_reordered_event_log_does_not_replay(fleet: Fleet) -> None:
+    truck = fleet()
+    header, records = _records(truck.boot.log)
+    # Two measured events of PCR 4 swapped: the same digests in another order give another value.
+    first, second = [i for i, (e, _) in enumerate(records) if e.pcr == 4 and e.extended][:2]
+    records[first], records[second] = records[second], records[first]
+    swapped = header + b"".join(record for _, record in records)
+    response = raw_attest(truck, event_log=b64(swapped))
+    assert (response.status_code, response.json()["code"]) == (403, "event-log-replay-mismatch")
+
+
+# -- releases --------------------------------------------------------------------------------------
+
+
+def test_revoked_release_quarantines_at_the_next_attestation(enrolling: RunningService, fleet: Fleet) -> None:
+    # A release of its own, so revoking it leaves the module's golden release alone.
+    boot = truck_boot(release="2026.10.0")
+    signer = ReleaseSigner()
+    with enrolling.client() as client:
+        operator = Operator(enrolling, client)
+        key = operator.post(
+            "/v1/release-keys", {"name": "old team", "public_key_pem": signer.public_pem}
+        ).json()["id"]
+        manifest = signer.manifest(MODEL, "2026.10.0", boot.expected_pcrs())
+        release = operator.post("/v1/releases", {"key_id": key, "manifest": manifest}).json()["id"]
+        truck = fleet(boot)
+        assert attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log).release == "2026.10.0"
+        revoked = operator.post(f"/v1/releases/{release}/revoke", {"reason": "bootloader CVE"})
+        assert revoked.status_code == 200
+    refused(
+        lambda: attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log), 403, "release-revoked"
+    )
+    status = status_of(enrolling, truck.id)
+    assert status["quarantined"] and "revoked release 2026.10.0" in status["quarantine_reason"]
+    assert status["attested_until"] is None
