@@ -132,6 +132,18 @@ def _time(body: Mapping[str, Any], key: str) -> datetime:
     return value
 
 
+def _enrollment(answer: Mapping[str, Any]) -> Enrollment:
+    return Enrollment(
+        truck=_str(answer, "truck"),
+        fleet=_str(answer, "fleet"),
+        spiffe_id=_str(answer, "spiffe_id"),
+        serial=_str(answer, "serial"),
+        not_after=_time(answer, "not_after"),
+        certificate_pem=_str(answer, "certificate_pem"),
+        chain_pem=_str(answer, "chain_pem"),
+    )
+
+
 def _refusal(response: httpx.Response) -> EnrollmentRefused:
     status = response.status_code
     fallback = EnrollmentRefused(status, f"http-{status}", response.reason_phrase or "error")
@@ -265,16 +277,7 @@ class EnrollmentClient:
             "certify_signature": _b64(certify_signature),
             "csr": csr_pem,
         }
-        answer = self._post(f"/v1/enrollments/{quote(enrollment_id, safe='')}/activate", body)
-        return Enrollment(
-            truck=_str(answer, "truck"),
-            fleet=_str(answer, "fleet"),
-            spiffe_id=_str(answer, "spiffe_id"),
-            serial=_str(answer, "serial"),
-            not_after=_time(answer, "not_after"),
-            certificate_pem=_str(answer, "certificate_pem"),
-            chain_pem=_str(answer, "chain_pem"),
-        )
+        return _enrollment(self._post(f"/v1/enrollments/{quote(enrollment_id, safe='')}/activate", body))
 
     def attestation_nonce(
         self, truck: str, *, purpose: str = "attest", tender: str | None = None
@@ -329,3 +332,7 @@ class EnrollmentClient:
             expires_at=_time(answer, "expires_at"),
             token=_str(answer, "token"),
         )
+
+    def renew(self, truck: str, csr_pem: str) -> Enrollment:
+        """POST /v1/trucks/{truck}/renewals: a CSR by the TPM identity key, after an affirming attestation."""
+        return _enrollment(self._post(f"/v1/trucks/{quote(truck, safe='')}/renewals", {"csr": csr_pem}))

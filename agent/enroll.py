@@ -54,7 +54,7 @@ def _check_state_dir(state_dir: Path) -> None:
         raise StateDirInUse(f"{state_dir} exists and is not an empty directory; move it away to re-enroll")
 
 
-def _csr(tpm: TruckTpm, state: AgentState, truck: str) -> str:
+def identity_csr(tpm: TruckTpm, state: AgentState, truck: str) -> str:
     # The server writes the names itself (SPIFFE ID); the CN only helps a human reading the CSR.
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, truck)] if truck else [])
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
@@ -163,7 +163,7 @@ def enroll(
     # 3-4. Prove the EK and AK, certify the identity key over the nonce, sign the CSR in the TPM.
     secret = tpm.activate_credential(state.ak, ek_kind, challenge.credential_blob, challenge.encrypted_secret)
     certify_info, certify_signature = tpm.certify(state.identity, state.ak, challenge.certify_nonce)
-    csr = _csr(tpm, state, challenge.truck)
+    csr = identity_csr(tpm, state, challenge.truck)
 
     # 5. Activate.
     enrolled = client.activate(

@@ -120,3 +120,9 @@ class StatusOut(msgspec.Struct, kw_only=True):
 
 class LiftIn(_In):
     reason: Reason
+
+
+class TruckRenewIn(_In):
+    csr: Annotated[
+        str, Meta(min_length=1, max_length=16384, description="PEM PKCS#10 signed by the identity key")
+    ]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import importlib
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,10 +14,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from api.agent_args import add_agent_commands
 from api.services import Services
 from api.settings import Settings, SettingsError, load_settings, parse_duration, to_env, with_admin_token
+from attest.release import sign_release_manifest
 from pki.errors import PkiError
 from pki.profiles import ProfileName
 from pki.revocation import RevocationReason
@@ -71,42 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("serial")
     show.add_argument("--pem", action="store_true", help="print only the certificate PEM")
 
-    agent = sub.add_parser("agent", help="the truck agent (needs the 'agent' extra: tpm2-pytss, httpx)")
-    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
-    enroll = agent_sub.add_parser(
-        "enroll",
-        help="enroll this truck's TPM with the authority and save its identity",
-        description="Exit status: 0 enrolled, 1 failed (server unreachable, bad answer), "
-        "2 refused by the server or bad arguments, 3 TPM error.",
+    add_agent_commands(sub)
+    release = sub.add_parser("release", help="release-team tools").add_subparsers(
+        dest="release_command", required=True
     )
-    enroll.add_argument(
-        "--tpm", metavar="TCTI", default="device:/dev/tpmrm0", help="TPM TCTI (default %(default)s)"
+    sign = release.add_parser("sign", help="sign a golden release manifest (prints the compact JWS)")
+    sign.add_argument(
+        "--key", required=True, type=Path, help="PEM EC P-256/P-384 release-signing private key"
     )
-    enroll.add_argument(
-        "--server", metavar="URL", required=True, help="authority base URL, e.g. https://ws.example:8443"
-    )
-    enroll.add_argument(
-        "--token",
-        metavar="TOKEN",
-        help="enrollment token; '-' reads it from stdin (default: $WEIGHSTATION_ENROLLMENT_TOKEN)",
-    )
-    enroll.add_argument(
-        "--truck", metavar="ID", help="the truck id this TPM was provisioned for (checked by the server)"
-    )
-    enroll.add_argument("--ek", choices=["ecc", "rsa"], default="ecc", help="which EK to enroll")
-    enroll.add_argument("--ak", choices=["ecc-p256", "rsa-2048"], default="ecc-p256", help="AK algorithm")
-    enroll.add_argument(
-        "--ek-chain", metavar="PEM_FILE", type=Path, help="PEM file of EK-issuing intermediates to send along"
-    )
-    enroll.add_argument(
-        "--state", metavar="DIR", type=Path, default=Path("agent-state"), help="new state dir (%(default)s)"
-    )
-    enroll.add_argument(
-        "--ca-bundle", metavar="FILE", type=Path, help="CA bundle for the server's TLS certificate"
-    )
-    enroll.add_argument(
-        "--timeout", metavar="SECONDS", type=float, default=30.0, help="seconds per HTTP request"
-    )
+    sign.add_argument("--model", required=True)
+    sign.add_argument("--version", required=True)
+    sign.add_argument("--pcrs", required=True, type=Path, help='JSON {"0": "<hex>", ...} of the sha256 bank')
     return parser
 
 
@@ -179,9 +159,21 @@ def _agent(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _sign_release(args: argparse.Namespace) -> int:
+    key = serialization.load_pem_private_key(args.key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the release-signing key must be an EC P-256 or P-384 private key")
+    raw = json.loads(args.pcrs.read_text())
+    pcrs = {int(index): bytes.fromhex(value) for index, value in raw.items()}
+    print(sign_release_manifest(key, model=args.model, version=args.version, pcrs=pcrs))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "agent":
         return _agent(args)
+    if args.command == "release":
+        return _sign_release(args)
     settings = _settings(args)
     if args.command == "serve":
         return _serve(settings)

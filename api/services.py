@@ -25,6 +25,7 @@ from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
 from provision.releases import Releases
+from provision.renewal import TruckRenewal
 from provision.token_keys import TokenKeys
 from provision.tokens import EnrollmentTokens
 
@@ -43,6 +44,7 @@ class Services:
     releases: Releases
     token_keys: TokenKeys
     attestation: Attestation
+    renewal: TruckRenewal
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -72,6 +74,7 @@ class Services:
         )
         releases = Releases(engine, clock=utcnow)
         token_keys = TokenKeys(engine, keys, clock=utcnow)
+        attestation = Attestation(engine, releases, token_keys, attestation_policy(settings), clock=utcnow)
         services = cls(
             settings=settings,
             engine=engine,
@@ -89,7 +92,10 @@ class Services:
             ),
             releases=releases,
             token_keys=token_keys,
-            attestation=Attestation(engine, releases, token_keys, attestation_policy(settings), clock=utcnow),
+            attestation=attestation,
+            renewal=TruckRenewal(
+                engine, authority, attestation, window=settings.renewal_attestation_window, clock=utcnow
+            ),
         )
         if bootstrap:
             try:

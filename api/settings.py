@@ -77,6 +77,8 @@ class Settings:
     attestation_nonce_ttl: timedelta = timedelta(minutes=2)
     attestation_result_ttl: timedelta = timedelta(minutes=10)
     quarantine_auto_lift: bool = False
+    # A truck certificate is renewed only with an affirming attestation at most this old.
+    renewal_attestation_window: timedelta = timedelta(minutes=15)
 
     @property
     def attestation_pcr_list(self) -> tuple[int, ...]:
@@ -128,6 +130,7 @@ class Settings:
             "enrollment_challenge_ttl",
             "attestation_nonce_ttl",
             "attestation_result_ttl",
+            "renewal_attestation_window",
         ):
             if getattr(self, name) <= timedelta(0):
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")

@@ -127,3 +127,23 @@ def _component(item: object, size: int) -> Component:
     return Component(
         name=name, pcr=_pcr(item["pcr"]), digest=_digest(item["digest"], size, f"component {name}")
     )
+
+
+def sign_release_manifest(
+    key: ec.EllipticCurvePrivateKey, *, model: str, version: str, pcrs: dict[int, bytes], bank: str = "sha256"
+) -> str:
+    """The release team's side: a manifest `verify_release_manifest` accepts (checked before returning)."""
+    document = {
+        "model": model,
+        "version": version,
+        "bank": bank,
+        "pcrs": {str(i): v.hex() for i, v in sorted(pcrs.items())},
+    }
+    manifest = jwt.api_jws.encode(
+        json.dumps(document).encode(),
+        key,
+        algorithm=_algorithm(key.public_key()),
+        headers={"typ": MANIFEST_TYPE},
+    )
+    verify_release_manifest(manifest, key.public_key())
+    return manifest

@@ -56,10 +56,12 @@ from provision.errors import (
     AttestationNonceExpired,
     AttestationNonceUsed,
     AttestationNonceWrongTruck,
+    AttestationRequired,
     ProvisionError,
     ReleaseRevokedFirmware,
     TruckNotEnrolled,
     TruckNotQuarantined,
+    TruckQuarantined,
     UnknownAttestationNonce,
     UnknownTruck,
 )
@@ -384,6 +386,19 @@ class Attestation:
             quarantine_reason=state.quarantine_reason,
             quarantined_at=state.quarantined_at,
         )
+
+    def require_passing(self, truck_id: str, window: timedelta) -> StatusView:
+        """The truck's status, if it is not quarantined and its last attestation affirmed within
+        `window`; else a typed refusal (renewal and, later, dispatch depend on it)."""
+        status = self.status(truck_id)
+        if status.quarantined:
+            raise TruckQuarantined(f"truck {truck_id} is quarantined: {status.quarantine_reason}")
+        recent = status.attested_at is not None and status.attested_at >= self._clock() - window
+        if status.status != Status.AFFIRMING or not recent:
+            raise AttestationRequired(
+                f"truck {truck_id} has no affirming attestation in the last {window}; attest first"
+            )
+        return status
 
     def lift_quarantine(self, actor: Actor, truck_id: str, reason: str) -> StatusView:
         now = self._clock()

@@ -204,3 +204,25 @@ class ReleaseRevokedFirmware(ProvisionError):
 class TruckNotQuarantined(ProvisionError):
     code = "truck-not-quarantined"
     kind = "conflict"
+
+
+# --- renewal --------------------------------------------------------------------------------
+
+
+class TruckQuarantined(ProvisionError):
+    code = "truck-quarantined"
+    kind = "forbidden"
+
+
+class AttestationRequired(ProvisionError):
+    """No passing attestation recent enough: the truck must attest (purpose renew) first."""
+
+    code = "attestation-required"
+    kind = "forbidden"
+
+
+class RenewalKeyMismatch(ProvisionError):
+    """A truck renews its TPM-resident identity key only; another key needs a new enrollment."""
+
+    code = "renewal-key-mismatch"
+    kind = "forbidden"

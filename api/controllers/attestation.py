@@ -9,8 +9,20 @@ from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
-from api.attest_schemas import EvidenceIn, LiftIn, NonceIn, NonceOut, ReleaseRef, ResultOut, StatusOut
+from api.attest_schemas import (
+    EvidenceIn,
+    LiftIn,
+    NonceIn,
+    NonceOut,
+    ReleaseRef,
+    ResultOut,
+    StatusOut,
+    TruckRenewIn,
+)
 from api.auth import OPERATOR, require_admin
+from api.controllers.enrollment import enrolled_out
+from api.fleet_schemas import EnrollmentOut
+from api.metrics import certificates_issued
 from api.problems import problems
 from api.services import actor_of, services_of
 from provision.attestation import Evidence, ResultView, StatusView
@@ -98,6 +110,20 @@ class AttestationController(Controller):
             services.attestation.attest, actor_of(request), truck, data.nonce_id, evidence
         )
         return Response(_result(view), status_code=201)
+
+    @post(
+        "/{truck:str}/renewals",
+        operation_id="renewTruckCertificate",
+        summary="Renew the truck certificate: CSR by its TPM identity key, after an affirming attestation",
+        responses=problems(400, 403, 404, 409, 422),
+    )
+    async def renew(
+        self, request: Request[Any, Any, Any], data: TruckRenewIn, truck: str = TruckParam
+    ) -> Response[EnrollmentOut]:
+        services = services_of(request)
+        enrolled = await sync_to_thread(services.renewal.renew, actor_of(request), truck, data.csr.encode())
+        certificates_issued.labels("truck").inc()
+        return Response(enrolled_out(enrolled), status_code=201)
 
     @get(
         "/{truck:str}/attestation",

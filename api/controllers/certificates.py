@@ -14,11 +14,25 @@ from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import certificates_issued, certificates_revoked
 from api.problems import problems
 from api.schemas import CertificateOut, IssueRequest, RenewRequest, RevokeRequest
-from api.services import actor_of, authority_of
+from api.services import actor_of, authority_of, services_of
+from pki.names import parse_truck_id
 from provision.authority import CertificateView
+from provision.errors import AttestationRequired, UnknownTruck
 from provision.idempotency import Pending
 
 SerialParam = Parameter(description="Certificate serial number, hex", max_length=64)
+
+
+def require_attested_truck(request: Request[Any, Any, Any], serial: str) -> None:
+    """A truck certificate is renewed only for a truck with a recent affirming attestation."""
+    services = services_of(request)
+    view = services.authority.get(serial)
+    if view.profile == "truck" and view.status == "valid":  # a revoked one is refused by renew itself
+        truck = parse_truck_id(view.subject, services.settings.trust_domain).truck
+        try:
+            services.attestation.require_passing(truck, services.settings.renewal_attestation_window)
+        except UnknownTruck:
+            raise AttestationRequired(f"truck {truck} is not registered, so it has no attestation") from None
 
 
 def _ttl(seconds: int | None) -> timedelta | None:
@@ -124,6 +138,7 @@ class CertificateController(Controller):
         idempotency_key: str | None = IdempotencyKey,
     ) -> Response[CertificateOut]:
         async def run(pending: Pending[CertificateView] | None) -> CertificateView:
+            await sync_to_thread(require_attested_truck, request, serial)
             renew = partial(
                 authority_of(request).renew,
                 csr=data.csr.encode(),

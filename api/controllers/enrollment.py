@@ -37,7 +37,7 @@ def _challenge(challenge: Challenge) -> ChallengeOut:
     )
 
 
-def _enrolled(enrolled: Enrolled) -> EnrollmentOut:
+def enrolled_out(enrolled: Enrolled) -> EnrollmentOut:
     return EnrollmentOut(
         truck=enrolled.truck,
         fleet=enrolled.fleet,
@@ -131,5 +131,5 @@ class EnrollmentController(Controller):
             out_type=EnrollmentOut,
             status_code=201,
             run=run,
-            render=_enrolled,
+            render=enrolled_out,
         )

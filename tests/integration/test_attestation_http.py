@@ -22,11 +22,12 @@ from sqlalchemy import create_engine, text
 from agent.attest import attest
 from agent.boot import MeasuredBoot, TruckBoot, measure_boot, truck_boot
 from agent.client import EnrollmentClient, EnrollmentRefused
-from agent.enroll import enroll
+from agent.enroll import enroll, identity_csr
 from agent.state import AgentState
 from agent.tpm import TruckTpm
 from attest.eventlog import Event, parse_event_log
 from tests.support.audit import audit_rows
+from tests.support.csr import make_csr
 from tests.support.enrolling import Operator
 from tests.support.releases import ReleaseSigner
 from tests.support.service import RunningService
@@ -449,3 +450,31 @@ def test_revoked_release_quarantines_at_the_next_attestation(enrolling: RunningS
     status = status_of(enrolling, truck.id)
     assert status["quarantined"] and "revoked release 2026.10.0" in status["quarantine_reason"]
     assert status["attested_until"] is None
+
+
+# -- attested renewal ------------------------------------------------------------------------------
+
+
+def test_renewal_needs_a_recent_affirming_attestation_and_the_enrolled_key(
+    enrolling: RunningService, fleet: Fleet
+) -> None:
+    truck = fleet()
+    csr = identity_csr(truck.tpm, truck.state, truck.id)
+    refused(lambda: truck.client.renew(truck.id, csr), 403, "attestation-required")
+    attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log, purpose="renew")
+    # Another key, even after a good attestation: a new key needs a new enrollment.
+    _, foreign = make_csr(uris=[f"spiffe://fleet.test/fleet/x/truck/{truck.id}"])
+    refused(lambda: truck.client.renew(truck.id, foreign), 403, "renewal-key-mismatch")
+    renewed = truck.client.renew(truck.id, csr)
+    assert renewed.spiffe_id.endswith(f"/truck/{truck.id}")
+    assert status_of(enrolling, truck.id)["status"] == "affirming"
+    rows = audit_rows(db(enrolling), "truck.renew")
+    assert rows[-1]["outcome"] == "ok" and rows[-1]["target"] == truck.id
+
+
+def test_quarantined_truck_cannot_renew(fleet: Fleet) -> None:
+    truck = fleet()
+    attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
+    raw_attest(truck, event_log=b64(truck.boot.log + b"\x00"))  # trailing garbage: quarantined
+    csr = identity_csr(truck.tpm, truck.state, truck.id)
+    refused(lambda: truck.client.renew(truck.id, csr), 403, "truck-quarantined")

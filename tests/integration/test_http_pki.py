@@ -141,8 +141,9 @@ def test_service_certificate_with_dns_names(service: RunningService, workdir: Pa
 
 def test_renew_with_a_new_key_keeps_the_identity(service: RunningService) -> None:
     with service.client() as client:
-        old = issue_truck(service, client, "t-renew")
-        _, csr = make_csr(uris=[truck_uri(truck="t-renew")])
+        _, first_csr = make_csr(dns=["depot-gw.fleet.test"])
+        old = issue(service, client, profile="service", csr=first_csr).json()
+        _, csr = make_csr(dns=["depot-gw.fleet.test"])
         renewed = client.post(
             f"/v1/certificates/{old['serial']}/renew", json={"csr": csr}, headers=service.admin()
         )
@@ -152,6 +153,18 @@ def test_renew_with_a_new_key_keeps_the_identity(service: RunningService) -> Non
     old_key = x509.load_pem_x509_certificate(old["certificate_pem"].encode()).public_key()
     new_key = x509.load_pem_x509_certificate(body["certificate_pem"].encode()).public_key()
     assert isinstance(new_key, ec.EllipticCurvePublicKey) and new_key != old_key
+
+
+def test_truck_certificates_renew_only_after_attestation(service: RunningService) -> None:
+    """A truck certificate is renewed only for a truck with a recent affirming attestation: here the
+    truck never attested (tests/integration/test_attestation_http.py covers the attested path)."""
+    with service.client() as client:
+        old = issue_truck(service, client, "t-renew")
+        _, csr = make_csr(uris=[truck_uri(truck="t-renew")])
+        renewed = client.post(
+            f"/v1/certificates/{old['serial']}/renew", json={"csr": csr}, headers=service.admin()
+        )
+    assert renewed.status_code == 403 and renewed.json()["code"] == "attestation-required"
 
 
 # -- revocation: CRL and OCSP, checked by openssl -----------------------------------------------

@@ -58,8 +58,12 @@ def test_revoke_renew_and_rotate_are_replayed(service: RunningService) -> None:
         assert first.status_code == 200 and again.json() == first.json()
         assert again.headers["idempotent-replayed"] == "true"  # not 409 already-revoked
 
-        live = issue_truck(service, client, "t-idem-renew")
-        _, csr = make_csr(uris=[truck_uri(truck="t-idem-renew")])
+        _, service_csr = make_csr(dns=["idem-renew.fleet.test"])
+        issued = client.post(
+            "/v1/certificates", json={"profile": "service", "csr": service_csr}, headers=service.admin()
+        )
+        live = issued.json()
+        _, csr = make_csr(dns=["idem-renew.fleet.test"])
         renew_path = f"/v1/certificates/{live['serial']}/renew"
         renewed = post(service, client, renew_path, {"csr": csr}, "renew-1")
         renewed_again = post(service, client, renew_path, {"csr": csr}, "renew-1")
