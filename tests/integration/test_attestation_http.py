@@ -25,7 +25,7 @@ from agent.client import EnrollmentClient, EnrollmentRefused
 from agent.enroll import enroll, identity_csr
 from agent.state import AgentState
 from agent.tpm import TruckTpm
-from attest.eventlog import Event, parse_event_log
+from attest.eventlog import Event, EventType, encode_event, parse_event_log
 from tests.support.audit import audit_rows
 from tests.support.csr import make_csr
 from tests.support.enrolling import Operator
@@ -478,3 +478,39 @@ def test_quarantined_truck_cannot_renew(fleet: Fleet) -> None:
     raw_attest(truck, event_log=b64(truck.boot.log + b"\x00"))  # trailing garbage: quarantined
     csr = identity_csr(truck.tpm, truck.state, truck.id)
     refused(lambda: truck.client.renew(truck.id, csr), 403, "truck-quarantined")
+
+
+# -- one field of the signed quote or of the log, rewritten ----------------------------------------
+
+
+def test_quote_with_a_wrong_magic(fleet: Fleet) -> None:
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+    forged = b"\xff\x54\x43\x48" + quote_info[4:]  # TPM_GENERATED_VALUE is 0xff544347
+    refused(
+        lambda: truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=forged,
+            signature=signature,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        ),
+        422,
+        "not-tpm-generated",
+    )
+
+
+def test_event_type_rewritten_in_the_log(enrolling: RunningService, fleet: Fleet) -> None:
+    """A separator relabelled EV_NO_ACTION (which is never extended) would hide a measurement: the
+    parser refuses an EV_NO_ACTION with a non-zero digest; event types never drive the replay."""
+    truck = fleet()
+    header, records = _records(truck.boot.log)
+    index, (event, _) = next((i, r) for i, r in enumerate(records) if r[0].type == EventType.EV_SEPARATOR)
+    records[index] = (event, encode_event(event.pcr, EventType.EV_NO_ACTION, event.digests, event.data))
+    response = raw_attest(truck, event_log=b64(header + b"".join(r for _, r in records)))
+    assert (response.status_code, response.json()["code"]) == (422, "malformed-event-log")
+    rows = [r for r in audit_rows(db(enrolling), "attestation.verify") if r["target"] == truck.id]
+    assert rows[-1]["outcome"] == "refused" and rows[-1]["code"] == "malformed-event-log"
