@@ -1,21 +1,34 @@
-"""Enrollment across two server processes on one PostgreSQL database: a token and a challenge are each
-used once even when both replicas receive them at the same moment."""
+"""Enrollment and attestation across two server processes on one PostgreSQL database: a token, a
+challenge and an attestation nonce are each used once even when both replicas receive them at once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
+from agent.boot import measure_boot, truck_boot
+from agent.client import EnrollmentClient
+from agent.enroll import enroll
 from agent.tpm import TruckTpm
 from tests.support.audit import count_rows
-from tests.support.enrolling import Operator, TruckSide
+from tests.support.enrolling import Operator, TruckSide, b64
+from tests.support.postgres import scratch_database
 from tests.support.service import running_service
-from tests.support.swtpm import ManufacturerCa, RunningTpm
+from tests.support.swtpm import ManufacturerCa, RunningTpm, running_tpms
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A database per test: each test's replicas share a data dir (file keys) of their own."""
+    with scratch_database() as url:
+        yield url
 
 
 def race(calls: list[tuple[httpx.Client, str, dict[str, object], dict[str, str]]]) -> list[httpx.Response]:
@@ -64,3 +77,57 @@ def test_token_and_challenge_are_single_use_across_replicas(
         assert state["state"] == "enrolled" and state["certificate_serial"] == enrolled["serial"]
     assert count_rows(pg_url, "truck_enrollments") == 1
     assert count_rows(pg_url, "enrollment_challenges") == 1
+
+
+def test_attestation_nonce_is_single_use_across_replicas(
+    pg_url: str, tmp_path: Path, manufacturer: ManufacturerCa
+) -> None:
+    """One quote over one nonce, sent to both replicas at once: one result, one refusal."""
+    shared = tmp_path / "data"
+    env = {
+        "WEIGHSTATION_DATABASE_URL": pg_url,
+        "WEIGHSTATION_PUBLIC_URL": "https://ws.fleet.test",
+        "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(manufacturer.root_pem),
+        "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(manufacturer.intermediate_pem),
+    }
+    with (
+        running_service(shared, env=env) as first,
+        running_service(shared, env=env) as second,
+        first.client() as a,
+        second.client() as b,
+        running_tpms(tmp_path / "tpm", manufacturer, 1, "ecc", distinct=True) as (own,),
+        TruckTpm.open(own.tcti) as handle,
+        EnrollmentClient(first.url) as client,
+    ):
+        operator = Operator(first, a)
+        truck = operator.truck()
+        state = enroll(
+            handle,
+            client,
+            operator.token(truck),
+            ek_kind="ecc",
+            truck=truck,
+            ek_intermediates=[],
+            state_dir=tmp_path / "s",
+        )
+        booted = measure_boot(handle, truck_boot())
+        nonce = client.attestation_nonce(truck)  # issued by the first replica
+        quote_info, signature = handle.quote(state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+        values = handle.pcr_read("sha256", nonce.pcrs)
+        body: dict[str, object] = {
+            "nonce_id": nonce.id,
+            "quote": b64(quote_info),
+            "signature": b64(signature),
+            "pcr_values": {str(p): b64(v) for p, v in values.items()},
+            "event_log": b64(booted.log),
+        }
+        path = f"/v1/trucks/{truck}/attestations"
+        answers = race([(a, path, body, {}), (b, path, body, {})])
+        assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+        assert next(r for r in answers if r.status_code == 409).json()["code"] == "attestation-nonce-used"
+        # Both replicas sign with the one token key they share, and publish it.
+        token = next(r for r in answers if r.status_code == 201).json()["token"]
+        assert a.get("/v1/jwks").json() == b.get("/v1/jwks").json()
+        assert jwt.get_unverified_header(token)["kid"] in {k["kid"] for k in b.get("/v1/jwks").json()["keys"]}
+    assert count_rows(pg_url, "attestation_results") == 1
+    assert count_rows(pg_url, "token_keys") == 1
