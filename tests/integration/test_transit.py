@@ -8,6 +8,7 @@ import pickle
 from collections.abc import Iterator
 
 import hvac
+import jwt
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +19,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from pki.errors import KeyNotFound, SignerUnavailable
+from pki.jws import key_id, public_jwk, sign_compact
 from pki.signer import KeyAlgorithm, Signer
 from provision.transit import PrivateKeyNotExportable, TransitBackend, TransitSigner
 from tests.support.openbao import OpenBao, stop
@@ -313,3 +315,17 @@ def test_unreachable_server_is_signer_unavailable(fresh_openbao: OpenBao) -> Non
             b.load("transit:never-loaded")
     finally:
         b.close()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "alg"), [(KeyAlgorithm.EC_P256, "ES256"), (KeyAlgorithm.EC_P384, "ES384")]
+)
+def test_result_token_signed_in_transit_verifies_with_its_jwk(
+    signers: dict[KeyAlgorithm, TransitSigner], algorithm: KeyAlgorithm, alg: str
+) -> None:
+    """Attestation result tokens are signed by Transit like CA keys; pyjwt checks them with the JWK."""
+    signer = signers[algorithm]
+    kid = key_id(signer)
+    token = sign_compact(signer, {"sub": "t-001", "ear.status": "affirming"}, kid=kid)
+    key = jwt.PyJWK(public_jwk(signer, kid=kid)).key
+    assert jwt.decode(token, key, algorithms=[alg]) == {"sub": "t-001", "ear.status": "affirming"}
