@@ -73,8 +73,11 @@ class SignerUnavailable(PkiError):
 
 
 class KeyNotFound(PkiError):
+    """A key the authority stored a reference to is gone from its backend: the server's fault, never the
+    caller's, so it is reported as unavailable (503), not as a missing resource."""
+
     code = "key-not-found"
-    kind = "not_found"
+    kind = "unavailable"
 
 
 class IssuerExpired(PkiError):
