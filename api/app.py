@@ -20,6 +20,7 @@ from api.controllers.certificates import CertificateController
 from api.controllers.enrollment import EnrollmentController
 from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
+from api.controllers.oauth import ClientController, metadata, token
 from api.controllers.releases import ReleaseController, ReleaseKeyController
 from api.middleware import RequestIdMiddleware, configure_logging
 from api.problems import handle_domain_error, handle_http_exception, handle_unexpected
@@ -67,6 +68,9 @@ def create_app(settings: Settings) -> Litestar:
             ReleaseController,
             AttestationController,
             jwks,
+            ClientController,
+            token,
+            metadata,
             MetricsController,
         ],
         lifespan=[lifespan],

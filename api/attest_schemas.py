@@ -126,3 +126,37 @@ class TruckRenewIn(_In):
     csr: Annotated[
         str, Meta(min_length=1, max_length=16384, description="PEM PKCS#10 signed by the identity key")
     ]
+
+
+ScopeName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9:._-]{0,63}$")]
+ClientKindName = Annotated[str, Meta(pattern="^(operator|broker|tms|insurer)$")]
+
+
+class ClientIn(_In):
+    name: Label
+    kind: ClientKindName
+    organisation: Label
+    fleets: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=256)] = msgspec.field(
+        default_factory=list
+    )
+    insurer_policies: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=256)] = (
+        msgspec.field(default_factory=list)
+    )
+    global_admin: bool = False
+    scopes: Annotated[list[ScopeName], Meta(max_length=32)] = msgspec.field(default_factory=list)
+
+
+class ClientOut(msgspec.Struct, kw_only=True):
+    client_id: str
+    name: str
+    kind: str
+    organisation: str
+    fleets: list[str]
+    insurer_policies: list[str]
+    global_admin: bool
+    scopes: list[str]
+    created_at: datetime
+
+
+class RegisteredClientOut(ClientOut, kw_only=True):
+    client_secret: str  # shown once

@@ -18,6 +18,7 @@ from provision import audit
 from provision.attestation import Attestation, AttestationPolicy
 from provision.audit import Actor
 from provision.authority import Authority, utcnow
+from provision.clients import ACCESS, Clients
 from provision.config import AuthorityConfig
 from provision.db import make_engine, ping
 from provision.enrollment import Enrollment, ManufacturerTrust
@@ -45,6 +46,7 @@ class Services:
     token_keys: TokenKeys
     attestation: Attestation
     renewal: TruckRenewal
+    clients: Clients
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -93,6 +95,13 @@ class Services:
             releases=releases,
             token_keys=token_keys,
             attestation=attestation,
+            clients=Clients(
+                engine,
+                token_keys,
+                issuer=settings.public_url.rstrip("/"),
+                token_ttl=settings.access_token_ttl,
+                clock=utcnow,
+            ),
             renewal=TruckRenewal(
                 engine, authority, attestation, window=settings.renewal_attestation_window, clock=utcnow
             ),
@@ -101,6 +110,7 @@ class Services:
             try:
                 authority.cas.bootstrap(Actor("system"))
                 token_keys.ensure(Actor("system"))
+                token_keys.ensure(Actor("system"), ACCESS)
             except BaseException:
                 services.close()
                 raise

@@ -79,6 +79,7 @@ class Settings:
     quarantine_auto_lift: bool = False
     # A truck certificate is renewed only with an affirming attestation at most this old.
     renewal_attestation_window: timedelta = timedelta(minutes=15)
+    access_token_ttl: timedelta = timedelta(minutes=5)
 
     @property
     def attestation_pcr_list(self) -> tuple[int, ...]:
@@ -131,6 +132,7 @@ class Settings:
             "attestation_nonce_ttl",
             "attestation_result_ttl",
             "renewal_attestation_window",
+            "access_token_ttl",
         ):
             if getattr(self, name) <= timedelta(0):
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")

@@ -226,3 +226,22 @@ class RenewalKeyMismatch(ProvisionError):
 
     code = "renewal-key-mismatch"
     kind = "forbidden"
+
+
+# --- OAuth2 clients -------------------------------------------------------------------------
+
+
+class ClientAuthenticationFailed(ProvisionError):
+    """RFC 6749 §5.2 invalid_client: unknown client, wrong secret, or a disabled client."""
+
+    code = "invalid-client"
+    kind = "unauthorized"
+
+
+class InvalidScope(ProvisionError):
+    code = "invalid-scope"
+
+
+class AccessTokenInvalid(ProvisionError):
+    code = "invalid-token"
+    kind = "unauthorized"

@@ -307,3 +307,23 @@ class Release(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UtcDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     revocation_reason: str | None = Field(default=None, max_length=512)
+
+
+class OAuthClient(SQLModel, table=True):
+    """An OAuth2 client registered by the operator (RFC 6749 §2): its kind and attributes feed the
+    policies; only a scrypt hash of its secret is kept."""
+
+    __tablename__ = "oauth_clients"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=128)
+    kind: str = Field(max_length=16)  # operator | broker | tms | insurer
+    organisation: str = Field(max_length=128)
+    fleets: str = Field(sa_type=Text)  # JSON list of fleet ids (managed or contracted)
+    insurer_policies: str = Field(sa_type=Text)  # JSON list
+    global_admin: bool = Field(default=False)
+    scopes: str = Field(max_length=1024)  # space-separated, as in the token's scope claim
+    secret_hash: str = Field(max_length=255)
+    registered_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    disabled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)

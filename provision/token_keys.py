@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
@@ -71,6 +72,18 @@ class TokenKeys:
         with self._lock:
             self._active[purpose] = loaded
         return loaded
+
+    def verifying_keys(self, purpose: str) -> dict[str, ec.EllipticCurvePublicKey]:
+        """kid → public key of every key of one purpose (active or retired): a token is checked only
+        against keys of its own purpose."""
+        with Session(self._engine) as session:
+            rows = session.exec(select(TokenKey).where(col(TokenKey.purpose) == purpose)).all()
+        keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        for row in rows:
+            public = self._keys.load(row.key_ref).public_key()
+            if isinstance(public, ec.EllipticCurvePublicKey):
+                keys[row.kid] = public
+        return keys
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """Every key that may have signed a token still in date (retired keys stay published)."""
