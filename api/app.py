@@ -14,9 +14,11 @@ from litestar.openapi.spec import Components
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from api.auth import SECURITY_COMPONENTS
+from api.client_auth import CLIENT_SCHEME, CLIENT_SECURITY_SCHEME
 from api.controllers.attestation import AttestationController, jwks
 from api.controllers.ca import CaController, OcspController
 from api.controllers.certificates import CertificateController
+from api.controllers.decisions import decide, decide_batch
 from api.controllers.enrollment import EnrollmentController
 from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
@@ -71,6 +73,8 @@ def create_app(settings: Settings) -> Litestar:
             ClientController,
             token,
             metadata,
+            decide,
+            decide_batch,
             MetricsController,
         ],
         lifespan=[lifespan],
@@ -88,7 +92,9 @@ def create_app(settings: Settings) -> Litestar:
             version=VERSION,
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
-            components=Components(security_schemes=SECURITY_COMPONENTS),
+            components=Components(
+                security_schemes={**SECURITY_COMPONENTS, CLIENT_SCHEME: CLIENT_SECURITY_SCHEME}
+            ),
             description="Zero-trust identity and attestation authority for autonomous truck fleets.",
         ),
         debug=False,

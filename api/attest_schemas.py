@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -160,3 +160,36 @@ class ClientOut(msgspec.Struct, kw_only=True):
 
 class RegisteredClientOut(ClientOut, kw_only=True):
     client_secret: str  # shown once
+
+
+class TenderIn(_In):
+    id: TenderId
+    hazmat: bool = False
+    lanes: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)] = msgspec.field(
+        default_factory=list
+    )
+    fleet: Annotated[str, Meta(max_length=64)] | None = None
+
+
+GateAction = Annotated[str, Meta(pattern=r"^(dispatch|tender\.accept)$")]
+TruckId = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class DecisionIn(_In):
+    action: GateAction
+    truck: TruckId
+    tender: TenderIn | None = None
+
+
+class BatchDecisionIn(_In):
+    action: GateAction
+    trucks: Annotated[list[TruckId], Meta(min_length=1, max_length=1000)]
+    tender: TenderIn | None = None
+
+
+class DecisionOut(msgspec.Struct, kw_only=True):
+    truck: str
+    decision: str  # allow | deny
+    reasons: list[str]  # the policies that decided (permits for allow, forbids for deny; empty: default deny)
+    evaluated: dict[str, Any]
+    policy_version: str

@@ -14,6 +14,7 @@ from api.context import request_id_var
 from api.settings import Settings, SettingsError, enrollment_token_key, load_pem_bundle
 from pki.errors import PkiError
 from pki.signer import KeyBackend
+from policies.engine import PolicyEngine
 from provision import audit
 from provision.attestation import Attestation, AttestationPolicy
 from provision.audit import Actor
@@ -21,6 +22,7 @@ from provision.authority import Authority, utcnow
 from provision.clients import ACCESS, Clients
 from provision.config import AuthorityConfig
 from provision.db import make_engine, ping
+from provision.decisions import Decisions
 from provision.enrollment import Enrollment, ManufacturerTrust
 from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
@@ -47,6 +49,7 @@ class Services:
     attestation: Attestation
     renewal: TruckRenewal
     clients: Clients
+    decisions: Decisions
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -102,6 +105,7 @@ class Services:
                 token_ttl=settings.access_token_ttl,
                 clock=utcnow,
             ),
+            decisions=Decisions(engine, PolicyEngine.from_directory(), clock=utcnow),
             renewal=TruckRenewal(
                 engine, authority, attestation, window=settings.renewal_attestation_window, clock=utcnow
             ),

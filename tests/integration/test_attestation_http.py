@@ -514,3 +514,91 @@ def test_event_type_rewritten_in_the_log(enrolling: RunningService, fleet: Fleet
     assert (response.status_code, response.json()["code"]) == (422, "malformed-event-log")
     rows = [r for r in audit_rows(db(enrolling), "attestation.verify") if r["target"] == truck.id]
     assert rows[-1]["outcome"] == "refused" and rows[-1]["code"] == "malformed-event-log"
+
+
+# -- the decision API: brokers ask before dispatch -------------------------------------------------
+
+
+def _broker(service: RunningService, fleets: list[str], scopes: tuple[str, ...] = ("decisions",)) -> str:
+    """Register a broker contracting with `fleets` and return its access token."""
+    with service.client() as client:
+        registered = client.post(
+            "/v1/clients",
+            json={
+                "name": "broker",
+                "kind": "broker",
+                "organisation": "acme",
+                "fleets": fleets,
+                "scopes": list(scopes),
+            },
+            headers=service.admin(),
+        ).json()
+        issued = client.post(
+            "/v1/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=httpx.BasicAuth(registered["client_id"], registered["client_secret"]),
+        )
+    assert issued.status_code == 200, issued.text
+    access: str = issued.json()["access_token"]
+    return access
+
+
+def _decide(service: RunningService, access: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    with service.client() as client:
+        return client.post(path, json=body, headers={"Authorization": f"Bearer {access}"})
+
+
+def test_brokers_dispatch_only_attested_trucks_of_their_fleets(
+    enrolling: RunningService, fleet: Fleet
+) -> None:
+    truck, idle = fleet(), fleet()
+    with enrolling.client() as client:
+        fleets = sorted(Operator(enrolling, client).truck_state(t.id)["fleet"] for t in (truck, idle))
+    attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
+    contracted = _broker(enrolling, fleets)
+    stranger = _broker(enrolling, [])
+
+    allowed = _decide(enrolling, contracted, "/v1/decisions", {"action": "dispatch", "truck": truck.id})
+    assert allowed.status_code == 200, allowed.text
+    body = allowed.json()
+    assert body["decision"] == "allow" and body["reasons"] == ["contracted-dispatch-attested-truck"]
+    assert (
+        body["evaluated"]["attestation_status"] == "affirming"
+        and body["evaluated"]["certificate_status"] == "valid"
+    )
+
+    denied = _decide(enrolling, stranger, "/v1/decisions", {"action": "dispatch", "truck": truck.id}).json()
+    assert denied["decision"] == "deny" and denied["reasons"] == []  # no contract: default deny
+
+    hazmat = {"action": "tender.accept", "truck": truck.id, "tender": {"id": "T-9", "hazmat": True}}
+    assert (
+        "forbid-gate-hazmat-uncertified"
+        in _decide(enrolling, contracted, "/v1/decisions", hazmat).json()["reasons"]
+    )
+
+    batch = _decide(
+        enrolling, contracted, "/v1/decisions/batch", {"action": "dispatch", "trucks": [truck.id, idle.id]}
+    )
+    assert [d["decision"] for d in batch.json()] == ["allow", "deny"]  # the idle truck never attested
+
+    raw_attest(truck, event_log=b64(truck.boot.log + b"\x00"))  # its own evidence quarantines it
+    after = _decide(enrolling, contracted, "/v1/decisions", {"action": "dispatch", "truck": truck.id}).json()
+    assert after["decision"] == "deny" and "forbid-gate-quarantined" in after["reasons"]
+
+    rows = [r for r in audit_rows(db(enrolling), "decision.dispatch") if r["target"] == truck.id]
+    assert (
+        len(rows) >= 3
+        and '"allowed": true' in str(rows[0]["detail"])
+        and '"allowed": false' in str(rows[-1]["detail"])
+    )
+
+
+def test_decisions_need_a_token_with_the_decisions_scope(enrolling: RunningService, fleet: Fleet) -> None:
+    truck = fleet()
+    body = {"action": "dispatch", "truck": truck.id}
+    with enrolling.client() as client:
+        anonymous = client.post("/v1/decisions", json=body)
+        forged = client.post("/v1/decisions", json=body, headers={"Authorization": "Bearer e30.e30."})
+    assert anonymous.status_code == 401 and forged.status_code == 401
+    narrow = _broker(enrolling, [], scopes=("attestation:read",))
+    assert _decide(enrolling, narrow, "/v1/decisions", body).status_code == 403

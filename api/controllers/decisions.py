@@ -1,0 +1,79 @@
+"""The decision API for brokers and TMSs: may the authenticated client dispatch these trucks now?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+from litestar.concurrency import sync_to_thread
+
+from api.attest_schemas import BatchDecisionIn, DecisionIn, DecisionOut, TenderIn
+from api.client_auth import CLIENT, require_client
+from api.problems import problems
+from api.services import actor_of, services_of
+from policies.entities import TenderState
+from provision.decisions import DecisionView
+
+
+def _tender(tender: TenderIn | None) -> TenderState | None:
+    if tender is None:
+        return None
+    return TenderState(id=tender.id, hazmat=tender.hazmat, lanes=frozenset(tender.lanes), fleet=tender.fleet)
+
+
+def _out(view: DecisionView) -> DecisionOut:
+    return DecisionOut(
+        truck=view.truck,
+        decision="allow" if view.allowed else "deny",
+        reasons=list(view.reasons),
+        evaluated=view.evaluated,
+        policy_version=view.policy_version,
+    )
+
+
+@post(
+    "/v1/decisions",
+    operation_id="decide",
+    guards=[require_client("decisions")],
+    security=CLIENT,
+    tags=["decisions"],
+    status_code=200,
+    summary="May the calling client dispatch this truck (or accept this tender for it) now?",
+    responses=problems(400, 401, 403, 404),
+)
+async def decide(request: Request[Any, Any, Any], data: DecisionIn) -> DecisionOut:
+    services = services_of(request)
+    client_id: str = request.state.client_id
+    views = await sync_to_thread(
+        services.decisions.decide,
+        actor_of(request),
+        client_id,
+        data.action,
+        [data.truck],
+        _tender(data.tender),
+    )
+    return _out(views[0])
+
+
+@post(
+    "/v1/decisions/batch",
+    operation_id="decideBatch",
+    guards=[require_client("decisions")],
+    security=CLIENT,
+    tags=["decisions"],
+    status_code=200,
+    summary="The same question for up to 1,000 trucks at once",
+    responses=problems(400, 401, 403, 404),
+)
+async def decide_batch(request: Request[Any, Any, Any], data: BatchDecisionIn) -> list[DecisionOut]:
+    services = services_of(request)
+    client_id: str = request.state.client_id
+    views = await sync_to_thread(
+        services.decisions.decide,
+        actor_of(request),
+        client_id,
+        data.action,
+        data.trucks,
+        _tender(data.tender),
+    )
+    return [_out(view) for view in views]
