@@ -22,6 +22,7 @@ from api.controllers.decisions import decide, decide_batch
 from api.controllers.enrollment import EnrollmentController
 from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
+from api.controllers.log import LogController, handle_tlog_error
 from api.controllers.oauth import ClientController, metadata, token
 from api.controllers.releases import ReleaseController, ReleaseKeyController
 from api.middleware import RequestIdMiddleware, configure_logging
@@ -31,6 +32,7 @@ from api.settings import Settings, with_admin_token
 from attest.errors import AttestError
 from pki.errors import PkiError
 from provision.errors import ProvisionError
+from tlog.errors import TlogError
 
 VERSION = "0.1.0"
 
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> Litestar:
             ReleaseController,
             AttestationController,
             jwks,
+            LogController,
             ClientController,
             token,
             metadata,
@@ -83,6 +86,7 @@ def create_app(settings: Settings) -> Litestar:
             PkiError: handle_domain_error,
             ProvisionError: handle_domain_error,
             AttestError: handle_domain_error,
+            TlogError: handle_tlog_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

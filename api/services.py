@@ -29,6 +29,7 @@ from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
 from provision.releases import Releases
 from provision.renewal import TruckRenewal
+from provision.tlog_store import TransparencyLog
 from provision.token_keys import TokenKeys
 from provision.tokens import EnrollmentTokens
 
@@ -50,6 +51,7 @@ class Services:
     renewal: TruckRenewal
     clients: Clients
     decisions: Decisions
+    log: TransparencyLog
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -109,18 +111,34 @@ class Services:
             renewal=TruckRenewal(
                 engine, authority, attestation, window=settings.renewal_attestation_window, clock=utcnow
             ),
+            log=TransparencyLog(
+                engine,
+                keys,
+                origin=settings.effective_log_origin,
+                algorithm=settings.log_key_algorithm,
+                clock=utcnow,
+            ),
         )
         if bootstrap:
             try:
                 authority.cas.bootstrap(Actor("system"))
                 token_keys.ensure(Actor("system"))
                 token_keys.ensure(Actor("system"), ACCESS)
+                services.log.ensure(Actor("system"))
             except BaseException:
                 services.close()
                 raise
+        try:
+            # Certificates are logged asynchronously: wake this process's sequencer after each commit.
+            if services.log.start():
+                authority.log_wake = services.log.wake
+        except BaseException:
+            services.close()
+            raise
         return services
 
     def close(self) -> None:
+        self.log.close()
         self.authority.close()
         self.keys.close()
         self.engine.dispose()

@@ -17,6 +17,7 @@ from cryptography import x509
 
 from pki.filekeys import load_or_create_passphrase
 from pki.signer import KeyAlgorithm
+from tlog.note import is_valid_key_name
 
 PREFIX = "WEIGHSTATION_"
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -79,6 +80,9 @@ class Settings:
     quarantine_auto_lift: bool = False
     # A truck certificate is renewed only with an affirming attestation at most this old.
     renewal_attestation_window: timedelta = timedelta(minutes=15)
+    # Transparency log: its origin line (default "<trust domain>/log") and its key's algorithm.
+    log_origin: str = ""
+    log_key_algorithm: KeyAlgorithm = KeyAlgorithm.ED25519
     access_token_ttl: timedelta = timedelta(minutes=5)
 
     @property
@@ -93,6 +97,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'weighstation.db').resolve()}"
+
+    @property
+    def effective_log_origin(self) -> str:
+        return self.log_origin or f"{self.trust_domain}/log"
 
     @property
     def uses_vault(self) -> bool:
@@ -150,6 +158,10 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}ATTESTATION_PCRS={self.attestation_pcrs!r}: PCRs like 0-15 or 0-7,10"
             )
+        if not is_valid_key_name(self.effective_log_origin):
+            raise SettingsError(f"{PREFIX}LOG_ORIGIN={self.log_origin!r}: a note key name (no spaces or '+')")
+        if self.log_key_algorithm not in (KeyAlgorithm.ED25519, KeyAlgorithm.EC_P256):
+            raise SettingsError(f"{PREFIX}LOG_KEY_ALGORITHM={self.log_key_algorithm}: ed25519 or ec-p256")
         if self.issuing_ca_ttl > self.root_ca_ttl:
             raise SettingsError(f"{PREFIX}ISSUING_CA_TTL must not exceed {PREFIX}ROOT_CA_TTL")
         return self

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col
 
@@ -34,6 +34,7 @@ from provision.idempotency import TABLE as IDEMPOTENCY
 from provision.idempotency import Pending, commit_with, lost_race
 from provision.status import RevocationStatus
 from provision.tables import AuditEvent, CrlRecord, IssuedCertificate
+from provision.tlog_store import certificate_issued, certificate_revoked
 from provision.writer import BatchWriter, Rows
 
 _ISSUE = "certificate.issue"
@@ -43,6 +44,10 @@ _AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class Authority:
         self.cas = CaHierarchy(engine, keys, config, clock=clock, serials=serials)
         self.status = RevocationStatus(engine, self.cas, config, clock=clock)
         self._writer = BatchWriter(engine)
+        # Called after a commit that wrote transparency-log entries (the service wakes its sequencer).
+        self.log_wake: Callable[[], None] = _nothing
 
     def close(self) -> None:
         self._writer.close()
@@ -126,6 +133,7 @@ class Authority:
             await asyncio.wrap_future(self._writer.submit(self._rows(prepared, idempotency)))
         except IntegrityError as exc:
             raise lost_race(self.engine, exc, idempotency) from None
+        self.log_wake()
         return prepared.view
 
     def prepare(
@@ -213,11 +221,22 @@ class Authority:
                     session,
                     audit.values(actor, action, at=now, target=key, detail={"reason": parsed_reason.value}),
                 )
+                # The log entry commits with the revocation (the CT of our own PKI).
+                table, event = certificate_revoked(
+                    serial=key,
+                    issuer=row.issuer_id,
+                    subject=row.subject,
+                    revoked_at=now,
+                    reason=parsed_reason.value,
+                    certificate_der=row.certificate_der,
+                )
+                session.connection().execute(insert(table), event)
                 view = self._view(row)
                 commit_with(session, view, idempotency, now)
         except errors.PkiError as exc:
             self._refusal(actor, action, exc, target=serial).result()
             raise
+        self.log_wake()
         # Regenerated at once so relying parties fetching the CRL see the revocation.
         self.status.crl(view.issuer_id)
         return view
@@ -260,7 +279,7 @@ class Authority:
             "status": view.status,
             "not_before": view.not_before,
             "not_after": view.not_after,
-            "certificate_der": certificate.public_bytes(serialization.Encoding.DER),
+            "certificate_der": (der := certificate.public_bytes(serialization.Encoding.DER)),
             "revoked_at": None,
             "revocation_reason": None,
             "renewed_from": renewed_from,
@@ -273,7 +292,19 @@ class Authority:
             target=view.serial,
             detail={"profile": view.profile, "subject": subject, "issuer": issuer_id},
         )
-        return Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event)])
+        # Every path that stores these rows (issue, renew, enrollment) logs the certificate with them.
+        logged = certificate_issued(
+            serial=view.serial,
+            issuer=issuer_id,
+            subject=subject,
+            profile=view.profile,
+            not_before=view.not_before,
+            not_after=view.not_after,
+            certificate_der=der,
+            renewed_from=renewed_from,
+            at=now,
+        )
+        return Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event), logged])
 
     def _rows(self, prepared: Prepared, idempotency: Pending[CertificateView] | None) -> Rows:
         if idempotency is None:
@@ -285,6 +316,7 @@ class Authority:
             self._writer.write(self._rows(prepared, idempotency))
         except IntegrityError as exc:
             raise lost_race(self.engine, exc, idempotency) from None
+        self.log_wake()
 
     def _refusal(
         self, actor: Actor, action: str, exc: errors.PkiError, *, target: str | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Dialect, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Dialect, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -327,3 +327,70 @@ class OAuthClient(SQLModel, table=True):
     registered_by: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=UtcDateTime)
     disabled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+# --- transparency log -----------------------------------------------------------------------
+
+# SQLite makes only an INTEGER PRIMARY KEY a rowid alias (autoincrement); PostgreSQL gets a BIGINT.
+_BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class LogState(SQLModel, table=True):
+    """The transparency log's one sequencer row (id 1): its origin and key, and the tree it has
+    signed. Every sequencing transaction locks it first, so replicas append one after the other."""
+
+    __tablename__ = "tlog_state"
+
+    id: int = Field(primary_key=True)
+    origin: str = Field(max_length=255)
+    key_ref: str = Field(max_length=255)
+    size: int = Field(sa_type=BigInteger)
+    root_hash: bytes = Field(sa_type=LargeBinary)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class LogEntry(SQLModel, table=True):
+    """A sequenced entry. `leaf_hash` is unique (dedup by digest); `checkpoint_size` is the size of the
+    checkpoint its batch signed, so the first receipt can be given again."""
+
+    __tablename__ = "tlog_entries"
+
+    idx: int = Field(sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    leaf_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    entry: bytes = Field(sa_type=LargeBinary)
+    kind: str = Field(max_length=64)
+    checkpoint_size: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class LogPending(SQLModel, table=True):
+    """An entry written in the same transaction as the change it records (e.g. a certificate), waiting
+    for the sequencer: the event is durable with the change and logged shortly after."""
+
+    __tablename__ = "tlog_pending"
+
+    id: int | None = Field(default=None, sa_type=_BIG_ID, primary_key=True)
+    entry: bytes = Field(sa_type=LargeBinary)
+    kind: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class LogTile(SQLModel, table=True):
+    """A c2sp tlog-tiles hash tile: 32-byte hashes, rewritten while partial, never once full (256)."""
+
+    __tablename__ = "tlog_tiles"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hashes: bytes = Field(sa_type=LargeBinary)
+
+
+class LogCheckpoint(SQLModel, table=True):
+    """Every signed checkpoint, one per sequenced batch."""
+
+    __tablename__ = "tlog_checkpoints"
+
+    size: int = Field(sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    root_hash: bytes = Field(sa_type=LargeBinary)
+    note: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UtcDateTime)
