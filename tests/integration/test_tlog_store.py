@@ -196,7 +196,7 @@ _APPENDER = textwrap.dedent(
     from datetime import UTC, datetime
     from pathlib import Path
     from pki.filekeys import FileKeyBackend
-from pki.signer import KeyAlgorithm
+    from pki.signer import KeyAlgorithm
     from provision.audit import Actor
     from provision.db import make_engine
     from provision.tlog_store import TransparencyLog
