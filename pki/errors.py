@@ -15,6 +15,7 @@ class PkiError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.audited = False  # set by the caller that wrote the refusal's audit row
 
 
 class MalformedCsr(PkiError):

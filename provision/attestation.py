@@ -34,7 +34,6 @@ from attest.alg import Alg
 from attest.appraise import Appraisal, Status, appraise
 from attest.binding import expected_extra_data
 from attest.errors import (
-    AttestError,
     ClockWentBackwards,
     EventLogAlgorithmMismatch,
     EventLogReplayMismatch,
@@ -57,7 +56,6 @@ from provision.errors import (
     AttestationNonceUsed,
     AttestationNonceWrongTruck,
     AttestationRequired,
-    ProvisionError,
     ReleaseRevokedFirmware,
     TruckNotEnrolled,
     TruckNotQuarantined,
@@ -456,19 +454,8 @@ class Attestation:
     def _refusals(self, actor: Actor, action: str, truck: str) -> Iterator[None]:
         """Audit a refusal once; quarantine the truck when it is about evidence its TPM signed."""
         try:
-            yield
-        except (AttestError, ProvisionError) as exc:
-            if not exc.audited:
-                audit.record_refusal(
-                    self._engine,
-                    actor,
-                    action,
-                    at=self._clock(),
-                    code=exc.code,
-                    reason=exc.reason,
-                    target=truck,
-                )
-                exc.audited = True
-            if isinstance(exc, SIGNED_EVIDENCE_FAILURES):
-                self._quarantine(actor, truck, exc.code, exc.reason)
+            with audit.refusals(self._engine, actor, action, target=truck, clock=self._clock):
+                yield
+        except SIGNED_EVIDENCE_FAILURES as exc:
+            self._quarantine(actor, truck, exc.code, exc.reason)
             raise

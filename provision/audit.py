@@ -4,7 +4,8 @@ successful changes (so the change and its record land together) and on its own f
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from attest.errors import AttestError
+from pki.errors import PkiError
+from provision.errors import ProvisionError
 from provision.tables import AuditEvent
 
 
@@ -77,3 +81,27 @@ def record_refusal(
             ),
         )
         session.commit()
+
+
+@contextmanager
+def refusals(
+    engine: Engine, actor: Actor, action: str, *, target: str | None, clock: Callable[[], datetime]
+) -> Iterator[None]:
+    """Write a refusal's audit row (its code, reason and target) once, then let it propagate; an
+    unavailable backend is recorded as an error, anything else as refused."""
+    try:
+        yield
+    except (AttestError, ProvisionError, PkiError) as exc:
+        if not exc.audited:
+            record_refusal(
+                engine,
+                actor,
+                action,
+                at=clock(),
+                code=exc.code,
+                reason=exc.reason,
+                target=target,
+                outcome="error" if exc.kind == "unavailable" else "refused",
+            )
+            exc.audited = True
+        raise

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -375,27 +375,8 @@ class Enrollment:
             )
             session.commit()
 
-    @contextmanager
-    def _refusals(self, actor: Actor, action: str, truck: str | None) -> Iterator[None]:
-        """Audit a refusal with its code and truck, once, and let it propagate."""
-        try:
-            yield
-        except (AttestError, ProvisionError, PkiError) as exc:
-            if not isinstance(exc, PkiError) and exc.audited:
-                raise
-            audit.record_refusal(
-                self._engine,
-                actor,
-                action,
-                at=self._clock(),
-                code=exc.code,
-                reason=exc.reason,
-                target=truck,
-                outcome="error" if exc.kind == "unavailable" else "refused",
-            )
-            if not isinstance(exc, PkiError):
-                exc.audited = True
-            raise
+    def _refusals(self, actor: Actor, action: str, truck: str | None) -> AbstractContextManager[None]:
+        return audit.refusals(self._engine, actor, action, target=truck, clock=self._clock)
 
 
 def _revoke_identity(

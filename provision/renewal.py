@@ -16,14 +16,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from attest.public import parse_tpmt_public
-from pki.errors import PkiError
 from pki.profiles import parse_csr
 from provision import audit
 from provision.attestation import Attestation
 from provision.audit import Actor
 from provision.authority import Authority
 from provision.enrollment import Enrolled
-from provision.errors import ProvisionError, RenewalKeyMismatch, TruckNotEnrolled, UnknownTruck
+from provision.errors import RenewalKeyMismatch, TruckNotEnrolled, UnknownTruck
 from provision.fleets import spiffe_id
 from provision.tables import Truck, TruckEnrollment
 
@@ -47,22 +46,8 @@ class TruckRenewal:
         self._clock = clock
 
     def renew(self, actor: Actor, truck_id: str, csr: bytes) -> Enrolled:
-        action = "truck.renew"
-        try:
+        with audit.refusals(self._engine, actor, "truck.renew", target=truck_id, clock=self._clock):
             return self._renew(actor, truck_id, csr)
-        except (ProvisionError, PkiError) as exc:
-            audit.record_refusal(
-                self._engine,
-                actor,
-                action,
-                at=self._clock(),
-                code=exc.code,
-                reason=exc.reason,
-                target=truck_id,
-            )
-            if isinstance(exc, ProvisionError):
-                exc.audited = True
-            raise
 
     def _renew(self, actor: Actor, truck_id: str, csr: bytes) -> Enrolled:
         request = parse_csr(csr)
