@@ -33,7 +33,8 @@ ALGORITHMS = list(KeyAlgorithm)
 
 @pytest.fixture(scope="module")
 def backend(openbao: OpenBao) -> Iterator[TransitBackend]:
-    b = TransitBackend.connect(openbao.addr, openbao.token, timeout=2.0)
+    # RSA-3072 key creation in Transit can take seconds on a busy box.
+    b = TransitBackend.connect(openbao.addr, openbao.token, timeout=30.0)
     yield b
     b.close()
 
