@@ -132,6 +132,8 @@ class Services:
             # Certificates are logged asynchronously: wake this process's sequencer after each commit.
             if services.log.start():
                 authority.log_wake = services.log.wake
+                services.attestation.log_wake = services.log.wake
+                services.decisions.log_wake = services.log.wake
         except BaseException:
             services.close()
             raise

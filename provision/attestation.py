@@ -19,6 +19,7 @@ the quarantine only when the operator's setting allows it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +67,7 @@ from provision.errors import (
 from provision.fleets import spiffe_id
 from provision.releases import Releases
 from provision.tables import AttestationNonce, AttestationResult, Truck, TruckAttestation
+from provision.tlog_store import event as tlog_event
 from provision.token_keys import RESULTS, TokenKeys
 
 _NONCE_BYTES = 32
@@ -164,6 +166,8 @@ class Attestation:
         self._policy = policy
         self._clock = clock
         self._selection = PcrRequest.of(_BANKS[policy.bank], policy.pcrs)
+        # Wakes this process's log sequencer after a commit (set by the service when it runs one).
+        self.log_wake: Callable[[], None] = lambda: None
 
     # -- nonces ----------------------------------------------------------------------------------
 
@@ -348,7 +352,20 @@ class Attestation:
             audit.record(
                 session, audit.values(actor, "attestation.verify", at=now, target=truck.id, detail=detail)
             )
+            logged = {
+                "truck": truck.id,
+                "result": result_id,
+                "status": appraisal.status.value,
+                "release": release.id if release else None,
+                "purpose": nonce.purpose,
+                "tender": nonce.tender_id,
+                "expires_at": expires.isoformat(),
+                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            }
+            table, row = tlog_event("attestation.result", logged, now)
+            session.connection().execute(table.insert(), row)
             session.commit()
+        self.log_wake()
         return ResultView(
             id=result_id,
             truck=truck.id,

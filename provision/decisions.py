@@ -75,6 +75,8 @@ class Decisions:
         self._engine = engine
         self._policies = policies
         self._clock = clock
+        # Wakes this process's log sequencer after a commit (set by the service when it runs one).
+        self.log_wake: Callable[[], None] = lambda: None
 
     def decide(
         self, actor: Actor, client_id: str, action: str, trucks: Sequence[str], tender: TenderState | None

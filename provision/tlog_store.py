@@ -116,6 +116,12 @@ def pending_row(entry: bytes, kind: str, at: datetime) -> tuple[Table, dict[str,
     return PENDING, {"entry": entry, "kind": kind, "created_at": at}
 
 
+def event(kind: str, document: dict[str, Any], at: datetime) -> tuple[Table, dict[str, Any]]:
+    """A pending row for any other event the authority logs (attestation results, dispatch decisions):
+    canonical JSON with its kind and the time it was logged."""
+    return pending_row(_canonical({**document, "kind": kind, "logged_at": _time(at)}), kind, at)
+
+
 def certificate_issued(
     *,
     serial: str,

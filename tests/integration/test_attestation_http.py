@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -517,6 +519,20 @@ def test_event_type_rewritten_in_the_log(enrolling: RunningService, fleet: Fleet
 
 
 # -- the decision API: brokers ask before dispatch -------------------------------------------------
+
+
+def logged_events(service: RunningService, truck: str, *, want: set[str]) -> list[dict[str, Any]]:
+    """The log's entries about `truck`, read over the public API once the sequencer has logged `want`."""
+    deadline = time.monotonic() + 15
+    with service.client() as client:
+        while True:
+            size = int(client.get("/v1/log/checkpoint").text.splitlines()[1])
+            entries = [client.get(f"/v1/log/entries/{i}").json() for i in range(size)]
+            documents = [json.loads(base64.b64decode(e["entry"])) for e in entries]
+            mine = [d for d in documents if d.get("truck") == truck]
+            if want <= {d["kind"] for d in mine} or time.monotonic() > deadline:
+                return mine
+            time.sleep(0.2)
 
 
 def _broker(service: RunningService, fleets: list[str], scopes: tuple[str, ...] = ("decisions",)) -> str:
