@@ -24,6 +24,7 @@ from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
 from api.controllers.log import LogController, handle_tlog_error
 from api.controllers.oauth import ClientController, metadata, token
+from api.controllers.policies import PolicyController
 from api.controllers.releases import ReleaseController, ReleaseKeyController
 from api.middleware import RequestIdMiddleware, configure_logging
 from api.problems import handle_domain_error, handle_http_exception, handle_unexpected
@@ -78,6 +79,7 @@ def create_app(settings: Settings) -> Litestar:
             metadata,
             decide,
             decide_batch,
+            PolicyController,
             MetricsController,
         ],
         lifespan=[lifespan],

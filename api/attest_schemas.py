@@ -193,3 +193,14 @@ class DecisionOut(msgspec.Struct, kw_only=True):
     reasons: list[str]  # the policies that decided (permits for allow, forbids for deny; empty: default deny)
     evaluated: dict[str, Any]
     policy_version: str
+
+
+class PolicyIn(_In):
+    text: Annotated[str, Meta(min_length=1, max_length=262144, description="Cedar policies")]
+
+
+class PolicyOut(msgspec.Struct, kw_only=True):
+    version: str
+    text: str
+    uploaded_by: str | None
+    uploaded_at: datetime | None

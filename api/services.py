@@ -27,6 +27,7 @@ from provision.enrollment import Enrollment, ManufacturerTrust
 from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
+from provision.policy_store import PolicyStore
 from provision.releases import Releases
 from provision.renewal import TruckRenewal
 from provision.tlog_store import TransparencyLog
@@ -50,6 +51,7 @@ class Services:
     attestation: Attestation
     renewal: TruckRenewal
     clients: Clients
+    policies: PolicyStore
     decisions: Decisions
     log: TransparencyLog
 
@@ -80,6 +82,8 @@ class Services:
             clock=utcnow,
         )
         releases = Releases(engine, clock=utcnow)
+        # Validated against the schema here: an invalid shipped or uploaded set stops the start.
+        policies = PolicyStore(engine, PolicyEngine.from_directory(), clock=utcnow)
         token_keys = TokenKeys(engine, keys, clock=utcnow)
         attestation = Attestation(engine, releases, token_keys, attestation_policy(settings), clock=utcnow)
         services = cls(
@@ -107,7 +111,8 @@ class Services:
                 token_ttl=settings.access_token_ttl,
                 clock=utcnow,
             ),
-            decisions=Decisions(engine, PolicyEngine.from_directory(), clock=utcnow),
+            policies=policies,
+            decisions=Decisions(engine, policies, clock=utcnow),
             renewal=TruckRenewal(
                 engine, authority, attestation, window=settings.renewal_attestation_window, clock=utcnow
             ),

@@ -17,7 +17,6 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from policies.engine import PolicyEngine
 from policies.entities import (
     ClientKind,
     ClientPrincipal,
@@ -30,6 +29,7 @@ from policies.entities import (
 from provision import audit
 from provision.audit import Actor
 from provision.errors import ClientAuthenticationFailed, UnknownTruck
+from provision.policy_store import PolicyStore
 from provision.tables import (
     Fleet,
     IssuedCertificate,
@@ -71,7 +71,7 @@ def _client(row: OAuthClient) -> ClientPrincipal:
 
 
 class Decisions:
-    def __init__(self, engine: Engine, policies: PolicyEngine, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, policies: PolicyStore, *, clock: Callable[[], datetime]) -> None:
         self._engine = engine
         self._policies = policies
         self._clock = clock
@@ -102,8 +102,9 @@ class Decisions:
         records += [s.entity() for s in states]
         if tender is not None:
             records.append(tender.entity())
-        entities = self._policies.entities(records)
-        decisions = self._policies.decide_batch(
+        policies = self._policies.engine
+        entities = policies.entities(records)
+        decisions = policies.decide_batch(
             principal.ref, action, [s.ref for s in states], gate_context(now, tender), entities
         )
         views = [

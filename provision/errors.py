@@ -245,3 +245,9 @@ class InvalidScope(ProvisionError):
 class AccessTokenInvalid(ProvisionError):
     code = "invalid-token"
     kind = "unauthorized"
+
+
+class PolicyRejected(ProvisionError):
+    """The uploaded Cedar policy set does not parse or validate against the schema; the active set stays."""
+
+    code = "policy-set-invalid"

@@ -394,3 +394,16 @@ class LogCheckpoint(SQLModel, table=True):
     root_hash: bytes = Field(sa_type=LargeBinary)
     note: str = Field(sa_type=Text)
     created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class PolicyVersion(SQLModel, table=True):
+    """Every policy set the operator uploaded (append-only); the latest is the active one on every
+    replica. The files in policies/ are the set until the first upload."""
+
+    __tablename__ = "policy_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(max_length=64)  # SHA-256 of the text
+    text: str = Field(sa_type=Text)
+    uploaded_by: str = Field(max_length=128)
+    uploaded_at: datetime = Field(sa_type=UtcDateTime)

@@ -618,3 +618,40 @@ def test_decisions_need_a_token_with_the_decisions_scope(enrolling: RunningServi
     assert anonymous.status_code == 401 and forged.status_code == 401
     narrow = _broker(enrolling, [], scopes=("attestation:read",))
     assert _decide(enrolling, narrow, "/v1/decisions", body).status_code == 403
+
+
+def test_operator_uploads_policies_and_an_invalid_set_changes_nothing(
+    enrolling: RunningService, fleet: Fleet
+) -> None:
+    truck = fleet()
+    with enrolling.client() as client:
+        operator = Operator(enrolling, client)
+        shipped = operator.get("/v1/policies").json()
+        assert shipped["uploaded_by"] is None and "contracted-dispatch-attested-truck" in shipped["text"]
+        fleet_id = operator.truck_state(truck.id)["fleet"]
+
+        broken = (
+            shipped["text"]
+            + '\n@id("bad") permit (principal, action, resource) when { resource.no_such_attr };\n'
+        )
+        refused_upload = operator.post("/v1/policies", {"text": broken})
+        assert (refused_upload.status_code, refused_upload.json()["code"]) == (422, "policy-set-invalid")
+        assert operator.get("/v1/policies").json()["version"] == shipped["version"]
+
+        grounded = (
+            f'\n@id("forbid-grounded-truck")\nforbid (principal, action, resource == Truck::"{truck.id}");\n'
+        )
+        uploaded = operator.post("/v1/policies", {"text": shipped["text"] + grounded})
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["version"] != shipped["version"]
+        assert operator.get("/v1/policies").json()["version"] == uploaded.json()["version"]
+    broker = _broker(enrolling, [fleet_id])
+    decided = _decide(enrolling, broker, "/v1/decisions", {"action": "dispatch", "truck": truck.id}).json()
+    assert decided["decision"] == "deny" and "forbid-grounded-truck" in decided["reasons"]
+    assert decided["policy_version"] == uploaded.json()["version"]
+    rows = audit_rows(db(enrolling))
+    assert any(r["action"] == "policy.upload" and r["outcome"] == "ok" for r in rows)
+    assert any(r["code"] == "policy-set-invalid" and r["outcome"] == "refused" for r in rows)
+    # Put the shipped set back for the other tests of this module.
+    with enrolling.client() as client:
+        assert Operator(enrolling, client).post("/v1/policies", {"text": shipped["text"]}).status_code == 201
