@@ -1,0 +1,594 @@
+"""Enrollment end to end: N swtpm trucks enrolling in parallel against `weighstation serve`, beside the
+TPM-side ceiling of the same trucks measured in the same run.
+
+    .venv/bin/python -m bench.enrollment_e2e [--trucks 8] [--seconds 15] [--workers 2] [--processes 2]
+
+Setup (all on 127.0.0.1, all stopped again on exit, Ctrl-C or error): a TPM-manufacturer CA; N swtpm
+TPMs, each provisioned on its own (distinct EKs) with EK certificates from that CA; `weighstation serve`
+on SQLite in a temp data dir with that CA's root pinned and its intermediate configured.
+
+Operator (HTTP, admin token): one fleet, N trucks. Before each measured run it mints the enrollment
+tokens the run will use (single use, one per enrollment); minting is timed on its own and is not in the
+measured window.
+
+* e2e: every truck re-enrolls in a loop with the real agent code (`agent.enroll.enroll` over
+  `agent.client.EnrollmentClient`), a fresh token and a fresh state dir per enrollment.
+* tpm:  the same trucks, processes and threads doing only the truck's TPM work of one enrollment, with
+  no server: read the EK certificate and public area, create the AK and the identity key,
+  ActivateCredential on a credential made locally (`attest.credential.make_credential` for that AK's
+  name), TPM2_Certify over a random nonce, sign a CSR with the TPM identity key.
+
+Trucks are spread over P worker processes (spawn); in each process every truck has its own thread
+(TPM and HTTP calls release the GIL), or with --sequential the process's trucks take turns in one
+thread. Warm-up, then the measured window: only enrollments that complete inside it count; a failure
+is counted as an error, never as throughput. CPU (from /proc) of the server, the swtpm processes and
+the truck processes is sampled at the window's edges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from agent.client import EnrollmentClient, EnrollmentError
+from agent.enroll import enroll
+from agent.state import EkKind
+from agent.tpm import AkAlgorithm, TruckTpm
+from attest.credential import make_credential
+from attest.errors import AttestError
+from attest.public import parse_tpmt_public
+from bench.loadgen import tree_cpu_seconds
+from tests.support.service import running_service
+from tests.support.swtpm import manufacturer_ca, running_tpms
+
+OUT = Path(__file__).resolve().parent / "out" / "enrollment_e2e.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT_S = 120.0
+FINISH_GRACE_S = 120.0
+MAX_ERROR_SAMPLES = 5
+
+Mode = Literal["e2e", "tpm"]
+# What one enrollment may fail with: the server's refusal or no answer, the TPM (TpmError and tpm2-pytss's
+# TSS2_Exception are RuntimeErrors), a malformed structure, the state dir.
+FAILURES = (EnrollmentError, AttestError, RuntimeError, ValueError, OSError, httpx.HTTPError)
+
+# -- worker processes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TruckJob:
+    index: int
+    tcti: str
+    truck: str  # the server's truck id (also the CSR's CN in tpm mode)
+    tokens: tuple[str, ...]  # e2e: one per enrollment, used in order
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    mode: Mode
+    url: str
+    ek_kind: EkKind
+    ak_algorithm: AkAlgorithm
+    sequential: bool
+    scratch: str
+    jobs: tuple[TruckJob, ...]
+
+
+@dataclass
+class TruckTally:
+    """One truck's enrollments: (start, end) on the shared CLOCK_MONOTONIC, and its failures."""
+
+    index: int
+    done: list[tuple[float, float]] = field(default_factory=list)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    next_token: int = 0
+    out_of_tokens: bool = False
+
+
+class _Truck:
+    """One truck in a worker: its open TPM, its HTTP client (e2e), and the loop body."""
+
+    def __init__(self, spec: WorkerSpec, job: TruckJob) -> None:
+        self.spec = spec
+        self.job = job
+        self.tally = TruckTally(job.index)
+        self.tpm = TruckTpm.open(job.tcti)
+        self.client = EnrollmentClient(spec.url, retries=0) if spec.mode == "e2e" else None
+        self.scratch = Path(spec.scratch) / f"truck-{job.index}"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.tpm.close()
+
+    def once(self) -> bool:
+        """One enrollment (or its TPM work); False when the truck has no token left."""
+        token = ""
+        if self.spec.mode == "e2e":
+            if self.tally.next_token >= len(self.job.tokens):
+                self.tally.out_of_tokens = True
+                return False
+            token = self.job.tokens[self.tally.next_token]
+            self.tally.next_token += 1
+        self.count += 1
+        started = time.monotonic()
+        try:
+            if self.client is not None:
+                enroll(
+                    self.tpm,
+                    self.client,
+                    token,
+                    ek_kind=self.spec.ek_kind,
+                    truck=self.job.truck,
+                    ek_intermediates=[],
+                    state_dir=self.scratch / f"state-{self.count}",
+                    ak_algorithm=self.spec.ak_algorithm,
+                )
+            else:
+                tpm_work(self.tpm, self.spec.ek_kind, self.spec.ak_algorithm, self.job.truck)
+        except FAILURES as exc:
+            self.tally.errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]))
+        else:
+            self.tally.done.append((started, time.monotonic()))
+        return True
+
+
+def tpm_work(tpm: TruckTpm, ek_kind: EkKind, ak_algorithm: AkAlgorithm, truck: str) -> None:
+    """The truck's TPM calls of one enrollment (the same ones `agent.enroll.enroll` makes), no server."""
+    tpm.ek_certificate(ek_kind)
+    ek_public = tpm.ek_public(ek_kind)
+    ak = tpm.create_attestation_key(ek_kind, ak_algorithm)
+    identity = tpm.create_identity_key(ek_kind)
+    secret = os.urandom(32)
+    made = make_credential(parse_tpmt_public(ek_public), ak.name, secret)
+    if tpm.activate_credential(ak, ek_kind, made.credential_blob, made.encrypted_secret) != secret:
+        raise RuntimeError("ActivateCredential returned another secret")
+    tpm.certify(identity, ak, os.urandom(32))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, truck)])
+    x509.CertificateSigningRequestBuilder().subject_name(subject).sign(
+        tpm.identity_signer(identity), hashes.SHA256()
+    )
+
+
+def _run_truck(truck: _Truck, deadline: float) -> None:
+    while time.monotonic() < deadline and truck.once():
+        pass
+
+
+def _run_sequential(trucks: list[_Truck], deadline: float) -> None:
+    live = list(trucks)
+    while live and time.monotonic() < deadline:
+        live = [t for t in live if t.once()]
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a spawned worker: open the trucks' TPMs, say ready, run until told deadline."""
+    # The parent handles Ctrl-C and stops this process; a traceback per worker would only be noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    trucks: list[_Truck] = []
+    try:
+        trucks = [_Truck(spec, job) for job in spec.jobs]
+        conn.send(("ready", os.getpid()))
+        _, deadline = conn.recv()
+        if spec.sequential:
+            _run_sequential(trucks, deadline)
+        else:
+            threads = [threading.Thread(target=_run_truck, args=(t, deadline), daemon=True) for t in trucks]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        conn.send(("done", [asdict(t.tally) for t in trucks]))
+    except (EOFError, BrokenPipeError):
+        pass  # the parent went away (interrupted)
+    except Exception:
+        with contextlib.suppress(OSError):
+            conn.send(("failed", traceback.format_exc()))
+        raise
+    finally:
+        for truck in trucks:
+            with contextlib.suppress(Exception):
+                truck.close()
+        conn.close()
+
+
+# -- one measured run -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Watch:
+    server: list[int]
+    swtpm: list[int]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _cpu(pids: list[int]) -> float:
+    return tree_cpu_seconds(pids) if pids else 0.0
+
+
+def box_busy_seconds() -> float:
+    """CPU-seconds the whole box spent busy (all cores, /proc/stat; idle and iowait excluded)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already inside user and nice).
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def run_once(
+    mode: Mode,
+    jobs: list[TruckJob],
+    *,
+    url: str,
+    ek_kind: EkKind,
+    ak_algorithm: AkAlgorithm,
+    processes: int,
+    sequential: bool,
+    warmup: float,
+    seconds: float,
+    scratch: Path,
+    watch: Watch,
+) -> dict[str, Any]:
+    """Start the worker processes, let them warm up, measure `seconds`; the run's figures."""
+    ctx = multiprocessing.get_context("spawn")
+    scratch.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=scratch))  # fresh state dirs for every run
+    groups = [tuple(jobs[i::processes]) for i in range(processes)]
+    workers: list[tuple[SpawnProcess, Connection]] = []
+    try:
+        for number, group in enumerate(g for g in groups if g):
+            parent_end, child_end = ctx.Pipe()
+            spec = WorkerSpec(
+                mode, url, ek_kind, ak_algorithm, sequential, str(run_dir / f"p{number}"), group
+            )
+            proc = ctx.Process(target=worker_main, args=(spec, child_end), daemon=True)
+            proc.start()
+            child_end.close()
+            workers.append((proc, parent_end))
+        pids = [_expect(conn, "ready", READY_TIMEOUT_S) for _, conn in workers]
+
+        start = time.monotonic()
+        t0, t1 = start + warmup, start + warmup + seconds
+        for _, conn in workers:
+            conn.send(("go", t1))
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        cpu0 = (_cpu(watch.server), _cpu(watch.swtpm), _cpu(pids), box_busy_seconds())
+        wall0 = time.monotonic()
+        time.sleep(max(0.0, t1 - time.monotonic()))
+        cpu1 = (_cpu(watch.server), _cpu(watch.swtpm), _cpu(pids), box_busy_seconds())
+        wall = time.monotonic() - wall0
+        tallies = [t for _, conn in workers for t in _expect(conn, "done", FINISH_GRACE_S)]
+    except BaseException:
+        for proc, _ in workers:
+            proc.terminate()  # interrupted or failed: do not wait for the window to end
+        raise
+    finally:
+        for proc, conn in workers:
+            conn.close()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+
+    latencies = sorted(end - begin for t in tallies for begin, end in t["done"] if t0 <= end <= t1)
+    count = len(latencies)
+    errors = [(at, text) for t in tallies for at, text in t["errors"]]
+    window_errors = [text for at, text in errors if t0 <= at <= t1]
+    out_of_tokens = [t["index"] for t in tallies if t["out_of_tokens"]]
+    server_cpu, swtpm_cpu, truck_cpu, box_cpu = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+
+    def per(cpu: float) -> float:
+        return cpu * 1000.0 / count if count else float("nan")
+
+    return {
+        "mode": mode,
+        "enrollments": count,
+        "rate": count / seconds,
+        "p50_ms": _percentile(latencies, 0.50) * 1000.0,
+        "p99_ms": _percentile(latencies, 0.99) * 1000.0,
+        "errors_in_window": len(window_errors),
+        "errors_total": len(errors),
+        "error_samples": sorted(set(text for _, text in errors))[:MAX_ERROR_SAMPLES],
+        "trucks_out_of_tokens": out_of_tokens,
+        "per_truck": [sum(1 for _, end in t["done"] if t0 <= end <= t1) for t in tallies],
+        "server_cores": server_cpu / wall,
+        "swtpm_cores": swtpm_cpu / wall,
+        "truck_process_cores": truck_cpu / wall,
+        # Everything else on the box in the window (this script's parent process included, ~0).
+        "other_cores": (box_cpu - server_cpu - swtpm_cpu - truck_cpu) / wall,
+        "server_cpu_ms_per_enrollment": per(server_cpu),
+        "swtpm_cpu_ms_per_enrollment": per(swtpm_cpu),
+        "truck_process_cpu_ms_per_enrollment": per(truck_cpu),
+    }
+
+
+def _expect(conn: Connection, kind: str, timeout: float) -> Any:
+    if not conn.poll(timeout):
+        raise RuntimeError(f"a worker process sent no {kind!r} within {timeout:.0f} s")
+    try:
+        got, payload = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"a worker process exited before {kind!r}") from None
+    if got != kind:
+        raise RuntimeError(f"worker process: {got}: {payload}")
+    return payload
+
+
+# -- operator ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    url: str
+    admin: dict[str, str]
+    fleet: str = "bench-fleet"
+    trucks: list[str] = field(default_factory=list)
+
+    def setup(self, count: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30, headers=self.admin) as http:
+            _created(http.post("/v1/fleets", json={"id": self.fleet, "name": "Bench fleet"}))
+            for i in range(count):
+                truck = f"truck-{i:03d}"
+                vin = f"BENCH{i:012d}"
+                body = {"id": truck, "vin": vin, "model": "hauler-9"}
+                _created(http.post(f"/v1/fleets/{self.fleet}/trucks", json=body))
+                self.trucks.append(truck)
+
+    def mint(self, per_truck: int) -> tuple[list[list[str]], float]:
+        """`per_truck` single-use enrollment tokens for every truck; (tokens, tokens per second)."""
+        started = time.perf_counter()
+        tokens: list[list[str]] = [[] for _ in self.trucks]
+        with httpx.Client(base_url=self.url, timeout=30, headers=self.admin) as http:
+            for _ in range(per_truck):
+                for i, truck in enumerate(self.trucks):
+                    answer = _created(http.post(f"/v1/trucks/{truck}/enrollment-tokens", json={}))
+                    tokens[i].append(str(answer["token"]))
+        return tokens, per_truck * len(self.trucks) / (time.perf_counter() - started)
+
+
+def _created(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 201:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:500]}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def _sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="ws-bench-enroll-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _print_run(label: str, r: dict[str, Any]) -> None:
+    print(
+        f"  {label}: {r['rate']:,.1f} enrollments/s ({r['enrollments']} in window)  "
+        f"p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  errors {r['errors_in_window']}  "
+        f"cores: server {r['server_cores']:.2f} swtpm {r['swtpm_cores']:.2f} "
+        f"trucks {r['truck_process_cores']:.2f} other {r['other_cores']:.2f}",
+        flush=True,
+    )
+    for sample in r["error_samples"]:
+        print(f"    error sample: {sample}")
+    if r["trucks_out_of_tokens"]:
+        print(f"    trucks out of tokens before the end (raise --token-margin): {r['trucks_out_of_tokens']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.enrollment_e2e", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--trucks", type=int, default=8, help="swtpm trucks (default 8)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run (default 15)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds, not measured (default 3)")
+    parser.add_argument("--workers", type=int, default=2, help="weighstation workers (default 2)")
+    parser.add_argument("--processes", type=int, default=2, help="truck processes (default 2)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate TPM-only and e2e runs; medians")
+    parser.add_argument(
+        "--sequential", action="store_true", help="trucks of a process take turns in one thread"
+    )
+    parser.add_argument("--ek", choices=("ecc", "rsa"), default="ecc", help="EK the trucks use (default ecc)")
+    parser.add_argument(
+        "--ak", choices=("ecc-p256", "rsa-2048"), default="ecc-p256", help="AK algorithm (default ecc-p256)"
+    )
+    parser.add_argument(
+        "--token-margin", type=float, default=1.5, help="tokens minted = margin x TPM-only rate x run time"
+    )
+    parser.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
+    args = parser.parse_args(argv)
+    if args.trucks < 1 or args.processes < 1 or args.rounds < 1:
+        parser.error("--trucks, --processes and --rounds must be at least 1")
+    processes = min(args.processes, args.trucks)
+    ek_kind: EkKind = args.ek
+    ak_algorithm: AkAlgorithm = args.ak
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    cores = os.cpu_count() or 0
+    threading_mode = "sequential (one thread per process)" if args.sequential else "one thread per truck"
+    print(
+        f"Enrollment end to end: {cores} cores, {args.trucks} swtpm trucks "
+        f"({ek_kind} EK, {ak_algorithm} AK), "
+        f"{processes} truck processes, {threading_mode}, {args.workers} server workers, "
+        f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s measured, {args.rounds} round(s)",
+        flush=True,
+    )
+    tpm_runs: list[dict[str, Any]] = []
+    e2e_runs: list[dict[str, Any]] = []
+    mint_rates: list[float] = []
+    try:
+        with _workdir() as work, contextlib.ExitStack() as stack:
+            print("making a manufacturer CA and provisioning distinct swtpm TPMs ...", flush=True)
+            ca = manufacturer_ca(work / "manufacturer", "Bench TPM Maker")
+            tpms = stack.enter_context(
+                running_tpms(work / "tpms", ca, args.trucks, kind=ek_kind, distinct=True)
+            )
+            env = {
+                "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(ca.root_pem),
+                "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(ca.intermediate_pem),
+                "WEIGHSTATION_LOG_LEVEL": "WARNING",
+                "WEIGHSTATION_HOST": "127.0.0.1",
+            }
+            print("starting weighstation serve ...", flush=True)
+            service = stack.enter_context(running_service(work / "data", env, workers=args.workers))
+            fleet = Fleet(service.url, service.admin())
+            fleet.setup(args.trucks)
+            watch = Watch(server=[service.process.pid], swtpm=[t.pid for t in tpms])
+            common: dict[str, Any] = {
+                "url": service.url,
+                "ek_kind": ek_kind,
+                "ak_algorithm": ak_algorithm,
+                "processes": processes,
+                "sequential": args.sequential,
+                "warmup": args.warmup,
+                "seconds": args.seconds,
+                "scratch": work / "agents",
+            }
+            for round_no in range(args.rounds):
+                print(f"[round {round_no + 1}] TPM only ...", flush=True)
+                jobs = [
+                    TruckJob(i, t.tcti, truck, ())
+                    for i, (t, truck) in enumerate(zip(tpms, fleet.trucks, strict=True))
+                ]
+                tpm_runs.append(run_once("tpm", jobs, watch=watch, **common))
+                _print_run("TPM only", tpm_runs[-1])
+
+                per_truck_rate = max(tpm_runs[-1]["rate"], 1.0) / args.trucks
+                per_truck = math.ceil(per_truck_rate * (args.warmup + args.seconds) * args.token_margin) + 3
+                tokens, mint_rate = fleet.mint(per_truck)
+                mint_rates.append(mint_rate)
+                print(
+                    f"[round {round_no + 1}] minted {per_truck * args.trucks} tokens ({per_truck} a truck) "
+                    f"at {mint_rate:,.0f} tokens/s (before the window, not measured in it); end to end ...",
+                    flush=True,
+                )
+                jobs = [
+                    TruckJob(i, t.tcti, truck, tuple(tokens[i]))
+                    for i, (t, truck) in enumerate(zip(tpms, fleet.trucks, strict=True))
+                ]
+                e2e_runs.append(run_once("e2e", jobs, watch=watch, **common))
+                _print_run("end to end", e2e_runs[-1])
+    except KeyboardInterrupt:
+        print("interrupted; workers, swtpm and the server stopped", file=sys.stderr)
+        return 130
+
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in runs))
+
+    keys = (
+        "rate",
+        "p50_ms",
+        "p99_ms",
+        "server_cores",
+        "swtpm_cores",
+        "truck_process_cores",
+        "other_cores",
+        "server_cpu_ms_per_enrollment",
+        "swtpm_cpu_ms_per_enrollment",
+        "truck_process_cpu_ms_per_enrollment",
+    )
+    summary = {
+        "tpm_only": {k: median(tpm_runs, k) for k in keys},
+        "e2e": {k: median(e2e_runs, k) for k in keys},
+    }
+    ratios = [e["rate"] / t["rate"] for t, e in zip(tpm_runs, e2e_runs, strict=True) if t["rate"] > 0]
+    ratio = statistics.median(ratios) if ratios else float("nan")
+    runs = e2e_runs + tpm_runs
+    errors = sum(r["errors_in_window"] for r in runs)
+    errors_total = sum(r["errors_total"] for r in runs)
+    short = any(r["trucks_out_of_tokens"] for r in runs)
+    e2e, tpm = summary["e2e"], summary["tpm_only"]
+
+    print()
+    print(
+        f"{'':<12} {'enroll/s':>9} {'p50 ms':>7} {'p99 ms':>7}  {'CPU ms/enrollment: server':>25} "
+        f"{'swtpm':>6} {'trucks':>6}  {'cores: server':>13} {'swtpm':>6} {'trucks':>6} {'other':>6}"
+    )
+    for label, s in (("TPM only", tpm), ("end to end", e2e)):
+        print(
+            f"{label:<12} {s['rate']:>9.1f} {s['p50_ms']:>7.0f} {s['p99_ms']:>7.0f}  "
+            f"{s['server_cpu_ms_per_enrollment']:>25.1f} {s['swtpm_cpu_ms_per_enrollment']:>6.1f} "
+            f"{s['truck_process_cpu_ms_per_enrollment']:>6.1f}  {s['server_cores']:>13.2f} "
+            f"{s['swtpm_cores']:>6.2f} {s['truck_process_cores']:>6.2f} {s['other_cores']:>6.2f}"
+        )
+    print(
+        f"end to end / TPM-only ceiling: {ratio:.2f}   server CPU per enrollment: "
+        f"{e2e['server_cpu_ms_per_enrollment']:.1f} ms   errors: {errors} in windows, "
+        f"{errors_total} in all   token minting (outside the window): "
+        f"{statistics.median(mint_rates):,.0f} tokens/s"
+    )
+    print(
+        "(trucks = the truck processes: agent code, tpm2-pytss/tss2 ESAPI; other = everything else busy on "
+        f"the {cores}-core box; medians over rounds)"
+    )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "enrollment_e2e",
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "cores": cores,
+                "trucks": args.trucks,
+                "processes": processes,
+                "sequential": args.sequential,
+                "workers": args.workers,
+                "ek": ek_kind,
+                "ak": ak_algorithm,
+                "seconds": args.seconds,
+                "warmup_s": args.warmup,
+                "rounds": args.rounds,
+                "summary": summary,
+                "ratio_e2e_to_tpm_only": ratio,
+                "token_mint_per_s": mint_rates,
+                "runs": {"tpm_only": tpm_runs, "e2e": e2e_runs},
+            },
+            indent=2,
+        )
+    )
+    print(f"results written to {args.out}")
+    return 0 if errors_total == 0 and not short else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
