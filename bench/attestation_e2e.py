@@ -89,7 +89,7 @@ from attest.eventlog import parse_event_log
 from attest.public import parse_tpmt_public
 from attest.quote import PcrRequest, verify_quote
 from attest.replay import appraise_event_log
-from bench.loadgen import tree_cpu_seconds
+from bench.loadgen import cpu_seconds, percentile
 from pki.jws import b64url, sign_compact
 from provision.attestation import Attestation, Evidence, NonceView
 from provision.audit import Actor
@@ -267,17 +267,6 @@ class Watch:
     swtpm: list[int]
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-def _cpu(pids: list[int]) -> float:
-    return tree_cpu_seconds(pids) if pids else 0.0
-
-
 def _expect(conn: Connection, kind: str, timeout: float) -> Any:
     if not conn.poll(timeout):
         raise RuntimeError(f"a worker process sent no {kind!r} within {timeout:.0f} s")
@@ -321,10 +310,10 @@ def run_once(
         for _, conn in workers:
             conn.send(("go", t1))
         time.sleep(max(0.0, t0 - time.monotonic()))
-        cpu0 = (_cpu(watch.server), _cpu(watch.swtpm), _cpu(pids))
+        cpu0 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids))
         wall0 = time.monotonic()
         time.sleep(max(0.0, t1 - time.monotonic()))
-        cpu1 = (_cpu(watch.server), _cpu(watch.swtpm), _cpu(pids))
+        cpu1 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids))
         wall = time.monotonic() - wall0
         tallies = [t for _, conn in workers for t in _expect(conn, "done", FINISH_GRACE_S)]
     finally:
@@ -348,8 +337,8 @@ def run_once(
         "mode": mode,
         "attestations": count,
         "rate": count / seconds,
-        "p50_ms": _percentile(latencies, 0.50) * 1000.0,
-        "p99_ms": _percentile(latencies, 0.99) * 1000.0,
+        "p50_ms": percentile(latencies, 0.50) * 1000.0,
+        "p99_ms": percentile(latencies, 0.99) * 1000.0,
         "errors_in_window": len(window_errors),
         "errors_total": len(errors),
         "error_samples": sorted({text for _, text in errors})[:MAX_ERROR_SAMPLES],

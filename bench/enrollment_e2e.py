@@ -63,7 +63,7 @@ from agent.tpm import AkAlgorithm, TruckTpm
 from attest.credential import make_credential
 from attest.errors import AttestError
 from attest.public import parse_tpmt_public
-from bench.loadgen import tree_cpu_seconds
+from bench.loadgen import cpu_seconds, percentile
 from tests.support.service import running_service
 from tests.support.swtpm import manufacturer_ca, running_tpms
 
@@ -229,17 +229,6 @@ class Watch:
     swtpm: list[int]
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-def _cpu(pids: list[int]) -> float:
-    return tree_cpu_seconds(pids) if pids else 0.0
-
-
 def box_busy_seconds() -> float:
     """CPU-seconds the whole box spent busy (all cores, /proc/stat; idle and iowait excluded)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -284,10 +273,10 @@ def run_once(
         for _, conn in workers:
             conn.send(("go", t1))
         time.sleep(max(0.0, t0 - time.monotonic()))
-        cpu0 = (_cpu(watch.server), _cpu(watch.swtpm), _cpu(pids), box_busy_seconds())
+        cpu0 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids), box_busy_seconds())
         wall0 = time.monotonic()
         time.sleep(max(0.0, t1 - time.monotonic()))
-        cpu1 = (_cpu(watch.server), _cpu(watch.swtpm), _cpu(pids), box_busy_seconds())
+        cpu1 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids), box_busy_seconds())
         wall = time.monotonic() - wall0
         tallies = [t for _, conn in workers for t in _expect(conn, "done", FINISH_GRACE_S)]
     except BaseException:
@@ -316,8 +305,8 @@ def run_once(
         "mode": mode,
         "enrollments": count,
         "rate": count / seconds,
-        "p50_ms": _percentile(latencies, 0.50) * 1000.0,
-        "p99_ms": _percentile(latencies, 0.99) * 1000.0,
+        "p50_ms": percentile(latencies, 0.50) * 1000.0,
+        "p99_ms": percentile(latencies, 0.99) * 1000.0,
         "errors_in_window": len(window_errors),
         "errors_total": len(errors),
         "error_samples": sorted(set(text for _, text in errors))[:MAX_ERROR_SAMPLES],

@@ -88,6 +88,11 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of these processes and their descendants; 0 for none."""
+    return tree_cpu_seconds(pids) if pids else 0.0
+
+
 def tree_cpu_seconds(roots: list[int]) -> float:
     """User + system CPU seconds of the given processes and all their live descendants."""
     tree = _children()
@@ -115,7 +120,8 @@ def _own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of an already sorted list (nearest rank); NaN when empty."""
     if not sorted_values:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -308,9 +314,9 @@ async def run(spec: Spec) -> dict[str, Any]:
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "rate": ok / spec.seconds,
-        "p50_ms": _percentile(lat, 0.50),
-        "p90_ms": _percentile(lat, 0.90),
-        "p99_ms": _percentile(lat, 0.99),
+        "p50_ms": percentile(lat, 0.50),
+        "p90_ms": percentile(lat, 0.90),
+        "p99_ms": percentile(lat, 0.99),
         "max_ms": lat[-1] if lat else float("nan"),
         "client_cores": (cpu_client_1 - cpu_client_0) / wall,
         "server_cores": (cpu_server_1 - cpu_server_0) / wall if spec.watch_pids else None,
