@@ -251,3 +251,10 @@ class PolicyRejected(ProvisionError):
     """The uploaded Cedar policy set does not parse or validate against the schema; the active set stays."""
 
     code = "policy-set-invalid"
+
+
+class JwtReplayed(ProvisionError):
+    """A single-use JWT (its jti) was presented before."""
+
+    code = "jwt-replayed"
+    kind = "unauthorized"

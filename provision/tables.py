@@ -407,3 +407,15 @@ class PolicyVersion(SQLModel, table=True):
     text: str = Field(sa_type=Text)
     uploaded_by: str = Field(max_length=128)
     uploaded_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class SpentJti(SQLModel, table=True):
+    """A single-use JWT id that was presented once (truck request JWTs, client assertions). Rows can be
+    dropped once `expires_at` is past: the JWT itself is refused as expired from then on."""
+
+    __tablename__ = "spent_jtis"
+
+    purpose: str = Field(primary_key=True, max_length=32)
+    jti: str = Field(primary_key=True, max_length=128)
+    subject: str = Field(max_length=128)
+    expires_at: datetime = Field(sa_type=UtcDateTime, index=True)
