@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
-from sqlmodel import Session
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
 
 from provision.db import make_engine
 from provision.errors import JwtReplayed
@@ -53,7 +53,7 @@ def test_first_use_wins_and_a_replay_is_refused(engine: Engine) -> None:
         _spend(session, "b")
         session.commit()
     with Session(engine) as session:
-        assert session.exec(select(func.count()).select_from(SpentJti)).one()[0] == 2
+        assert session.exec(select(func.count()).select_from(SpentJti)).one() == 2
 
 
 def test_purposes_are_separate(engine: Engine) -> None:
@@ -69,7 +69,7 @@ def test_expired_rows_are_swept(engine: Engine) -> None:
         _spend(session, "new")
         session.commit()
     with Session(engine) as session:
-        rows = {row.jti for row in session.exec(select(SpentJti)).scalars()}
+        rows = {row.jti for row in session.exec(select(SpentJti))}
     assert rows == {"new"}
 
 
