@@ -138,7 +138,13 @@ class CaHierarchy:
         cached = self._issuers.get(ca_id)
         if cached is not None:
             return cached
-        row = self._rows[ca_id]
+        row = self._rows.get(ca_id)
+        if row is None:
+            # Created by another replica since our last reload (a rotation, the evidence CA): read again.
+            self._reload()
+            row = self._rows.get(ca_id)
+        if row is None:
+            raise errors.SignerUnavailable(f"no certificate authority {ca_id} in this authority")
         chain: tuple[x509.Certificate, ...] = ()
         if row.parent_id is not None:
             chain = (x509.load_der_x509_certificate(self._rows[row.parent_id].certificate_der),)

@@ -146,6 +146,24 @@ def test_rotation_keeps_old_certificates_answerable(authority: tuple[Authority, 
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
 
 
+def test_another_replica_finds_a_ca_created_since_its_last_reload(
+    authority: tuple[Authority, Clock], engine: Engine, tmp_path: Path
+) -> None:
+    auth, clock = authority
+    config = AuthorityConfig(trust_domain="fleet.test", public_url="http://127.0.0.1:1")
+    replica = Authority(engine, FileKeyBackend(tmp_path / "keys", b"secret"), config, clock=clock)
+    try:
+        replica.cas.authorities()  # loaded now: the rotation below is newer than its cache
+        clock.now += timedelta(seconds=5)
+        rotated = auth.cas.rotate(ACTOR)
+        issuer = replica.cas.issuer(rotated.id)
+        assert issuer.certificate.subject == rotated.certificate.subject
+        with pytest.raises(errors.SignerUnavailable, match="no certificate authority"):
+            replica.cas.issuer("0" * 40)
+    finally:
+        replica.close()
+
+
 def test_group_commit_lands_everything_and_isolates_a_bad_row(engine: Engine, database_url: str) -> None:
     table = SQLModel.metadata.tables["certificate_authorities"]
     writer = BatchWriter(engine)
