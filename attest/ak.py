@@ -1,16 +1,21 @@
 """Attestation-key (AK) checks at enrollment (DESIGN.md, "The quote verifier must check").
 
 `check_attestation_key` returns a `VerifiedAk` that pins the signing scheme and hash: later quotes
-are verified with exactly that scheme, never with one the request names.
+are verified with exactly that scheme, never with one the request names. A `VerifiedAk` is immutable
+and also carries what verifying each quote needs (the `cryptography` signature algorithm and the
+pcrDigest hash for the pinned hash), so a server that keeps it per truck pays for them once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from attest.alg import Alg, Curve, alg_name, curve_name
+from attest.alg import Alg, Curve, alg_name, curve_name, hash_for
 from attest.errors import (
     AkCanDecrypt,
     AkNotFixedParent,
@@ -22,6 +27,7 @@ from attest.errors import (
     AkUnsupportedScheme,
     AkWeakKey,
     AkWeakNameAlg,
+    UnsupportedAlgorithm,
 )
 from attest.public import EccParms, ObjectAttributes, RsaParms, TpmtPublic
 
@@ -41,6 +47,16 @@ _ATTRIBUTE_RULES: tuple[tuple[ObjectAttributes, bool, type[Exception]], ...] = (
 )
 
 
+# hashlib is several times cheaper per call than cryptography's Hash for the short pcrDigest input.
+# No SHA-1: an AK pinned to it is never enrolled, and verify_quote refuses one made by hand.
+_HASHLIB: dict[int, Callable[[bytes], bytes]] = {
+    Alg.SHA256: lambda data: hashlib.sha256(data).digest(),
+    Alg.SHA384: lambda data: hashlib.sha384(data).digest(),
+    Alg.SHA512: lambda data: hashlib.sha512(data).digest(),
+}
+_PKCS1V15 = padding.PKCS1v15()
+
+
 @dataclass(frozen=True)
 class VerifiedAk:
     """An AK public area that passed every enrollment check."""
@@ -50,6 +66,33 @@ class VerifiedAk:
     scheme: int  # Alg.RSASSA or Alg.ECDSA: the only scheme quotes may use
     hash_alg: int  # Alg.SHA256 or Alg.SHA384: the only hash quotes may use
     key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    # Derived from hash_alg and key once (recomputed by dataclasses.replace): None when the pinned
+    # hash is one this module cannot compute, which verification refuses anyway.
+    ecdsa: ec.ECDSA | None = field(init=False, repr=False, compare=False)
+    rsa_hash: hashes.HashAlgorithm | None = field(init=False, repr=False, compare=False)
+    pcr_hash: Callable[[bytes], bytes] | None = field(init=False, repr=False, compare=False)
+    # `key` by type, so the hot path needs no isinstance check (an ABC check costs as much as a parse).
+    ec_key: ec.EllipticCurvePublicKey | None = field(init=False, repr=False, compare=False)
+    rsa_key: rsa.RSAPublicKey | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        algorithm: hashes.HashAlgorithm | None
+        try:
+            algorithm = hash_for(self.hash_alg)
+        except UnsupportedAlgorithm:
+            algorithm = None
+        ec_key = self.key if isinstance(self.key, ec.EllipticCurvePublicKey) else None
+        rsa_key = self.key if isinstance(self.key, rsa.RSAPublicKey) else None
+        object.__setattr__(self, "ec_key", ec_key)
+        object.__setattr__(self, "rsa_key", rsa_key)
+        object.__setattr__(self, "ecdsa", ec.ECDSA(algorithm) if algorithm and ec_key else None)
+        object.__setattr__(self, "rsa_hash", algorithm if rsa_key else None)
+        object.__setattr__(self, "pcr_hash", _HASHLIB.get(self.hash_alg))
+
+    @property
+    def rsa_padding(self) -> padding.AsymmetricPadding:
+        """RSASSA-PKCS1-v1_5 (Part 1 §B.7), the only RSA scheme an AK is enrolled with."""
+        return _PKCS1V15
 
 
 def check_attestation_key(public: TpmtPublic) -> VerifiedAk:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
 
 import pytest
@@ -24,8 +25,16 @@ from attest.attestation import (
     AttestType,
     EcdsaSignature,
     QuoteInfo,
+    RsassaSignature,
+    ScannedQuote,
+    ScannedSignature,
+    TpmsAttest,
+    _read_tpmt_signature,
+    ecdsa_der,
     parse_tpms_attest,
     parse_tpmt_signature,
+    scan_quote,
+    scan_signature,
 )
 from attest.errors import (
     AkUnsupportedScheme,
@@ -723,3 +732,129 @@ def test_quote_error_codes() -> None:
         assert issubclass(error, AttestError)
         assert (error.code, error.kind) == (code, kind)
         assert error.__doc__
+
+
+# --- the hot-path readers agree with the reference parse -------------------------------------------
+
+
+def _outcome(call: Callable[..., object], *args: object, **kwargs: object) -> tuple[str, str] | object:
+    """The value, or (error type, message) of what `call(*args, **kwargs)` raised."""
+    try:
+        return call(*args, **kwargs)
+    except AttestError as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _attest_mutations(attest: bytes) -> Iterator[bytes]:
+    """Every truncation, one trailing byte, and every byte flipped to 0x00, 0xFF and itself ^ 0x01."""
+    for cut in range(len(attest)):
+        yield attest[:cut]
+    yield attest + b"\x00"
+    for at in range(len(attest)):
+        for value in {0x00, 0xFF, attest[at] ^ 0x01} - {attest[at]}:
+            yield put_u8(attest, at, value)
+
+
+@pytest.mark.parametrize("kind", QUOTE_KINDS)
+def test_scan_quote_accepts_exactly_what_the_reference_parses_as_a_one_bank_quote(kind: str) -> None:
+    v = quote_vector(kind)
+    certify = certify_vector()["attest"]
+    two_banks = with_quote_info(v.attest, selection_of((Alg.SHA256, bitmap(v.pcrs)), (Alg.SHA384, bytes(3))))
+    for mutated in (v.attest, certify, two_banks, *_attest_mutations(v.attest)):
+        scanned = scan_quote(mutated)
+        reference = _outcome(parse_tpms_attest, mutated)
+        if scanned is None:
+            # The reference refuses it, or reads what the hot path leaves to it (another type, banks != 1).
+            assert not isinstance(reference, TpmsAttest) or not (
+                reference.type == AttestType.QUOTE
+                and isinstance(reference.attested, QuoteInfo)
+                and len(reference.attested.pcr_select) == 1
+            ), mutated.hex()
+        else:
+            assert isinstance(reference, TpmsAttest), mutated.hex()
+            assert scanned == ScannedQuote.of(reference)
+
+
+@pytest.mark.parametrize("kind", QUOTE_KINDS)
+def test_malformed_quotes_get_the_reference_error(kind: str) -> None:
+    # verify_quote on every mutation of the signed bytes: the same error as the reference parse, or
+    # (for bytes it parses) a refusal by the signature.
+    v = quote_vector(kind)
+    for mutated in _attest_mutations(v.attest):
+        reference = _outcome(parse_tpms_attest, mutated)
+        got = _outcome(verify, v, attest=mutated)
+        if isinstance(reference, TpmsAttest):
+            assert got == (
+                "BadAttestSignature",
+                "the TPMS_ATTEST signature does not verify with the enrolled AK",
+            )
+        else:
+            assert got == reference, mutated.hex()
+
+
+@pytest.mark.parametrize("kind", [*QUOTE_KINDS, "sha1"])
+def test_scan_signature_agrees_with_the_reference(kind: str) -> None:
+    signature = quote_vector(kind).signature
+    for cut in range(len(signature)):
+        mutations = [signature[:cut], signature + b"\x00"]
+        mutations += [
+            put_u8(signature, cut, value) for value in {0x00, 0xFF, signature[cut] ^ 0x01} - {signature[cut]}
+        ]
+        for mutated in mutations:
+            scanned = scan_signature(mutated)
+            reference = _outcome(_read_tpmt_signature, mutated)
+            if scanned is None:
+                assert not isinstance(reference, EcdsaSignature | RsassaSignature), mutated.hex()
+                assert _outcome(parse_tpmt_signature, mutated) == reference
+            else:
+                assert isinstance(reference, EcdsaSignature | RsassaSignature), mutated.hex()
+                assert scanned == ScannedSignature.of(reference)
+                assert parse_tpmt_signature(mutated) == reference
+
+
+@pytest.mark.parametrize(
+    ("r", "s"),
+    [
+        (b"", b"\x01"),
+        (bytes(32), bytes(32)),
+        (b"\x00\x00\x7f" + bytes(29), b"\x80" + bytes(31)),
+        (b"\xff" * 32, b"\x00\x80" + bytes(30)),
+        (b"\x01" * 48, b"\xff" * 48),
+        (b"\xff" * 62, b"\x01" * 62),  # 63 + 63 + 4: the largest short-form body is 127
+        (b"\xff" * 63, b"\x01" * 62),  # body 128: long form
+        (b"\xff" * 128, b"\xff" * 128),  # TPM2B_ECC_PARAMETER maximum
+    ],
+    ids=["empty-r", "zeros", "leading-zeros", "high-bit", "p384", "short-form-edge", "long-form", "max"],
+)
+def test_ecdsa_der_is_the_integer_encoding(r: bytes, s: bytes) -> None:
+    expected = utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    assert ecdsa_der(r, s) == expected
+
+
+def test_verified_quote_is_an_ordinary_dataclass_instance() -> None:
+    v = quote_vector()
+    verified = verify(v)
+    assert dataclasses.replace(verified) == verified  # the same fields as __init__ would set
+    assert verified.signature == parse_tpmt_signature(v.signature)
+    assert verified.attest == parse_tpms_attest(v.attest)
+    assert verified.attest is verified.attest  # parsed once, when first asked for
+
+
+def test_pcr_request_bitmap_and_digest_size() -> None:
+    assert PcrRequest(Alg.SHA256, (0, 1, 2, 3, 7, 8, 9, 14)).bitmap == bytes([0x8F, 0x43])
+    assert PcrRequest(Alg.SHA384, (23,)).bitmap == bytes([0, 0, 0x80])
+    assert PcrRequest(Alg.SHA384, (23,)).digest_size == 48
+
+
+def test_verified_ak_precomputes_its_verify_state() -> None:
+    ecc = enrolled_ak(quote_vector())
+    assert isinstance(ecc.ecdsa, ec.ECDSA) and isinstance(ecc.ecdsa.algorithm, hashes.SHA256)
+    assert ecc.ec_key is ecc.key and ecc.rsa_key is None and ecc.rsa_hash is None
+    rsa_ak = enrolled_ak(quote_vector("rsa"))
+    assert rsa_ak.rsa_key is rsa_ak.key and rsa_ak.ec_key is None and rsa_ak.ecdsa is None
+    assert isinstance(rsa_ak.rsa_hash, hashes.SHA256)
+    p384 = enrolled_ak(quote_vector("ecc384"))
+    assert p384.pcr_hash is not None and p384.pcr_hash(b"x") == hashlib.sha384(b"x").digest()
+    # dataclasses.replace recomputes it from the new fields.
+    swapped = dataclasses.replace(ecc, key=SOFT_AK.public_key())
+    assert swapped.ec_key is not ecc.ec_key
