@@ -11,18 +11,25 @@ A `Sequencer` runs the steps on one thread per process. Appends queue up while a
 into the next one together (group commit); an append is answered only after the commit that holds
 it, with a receipt (index, leaf hash, checkpoint, inclusion proof). Entries written to `tlog_pending`
 by other transactions (certificate events) are picked up when woken and by a cheap poll.
+
+Cost per batch, not per entry: pending rows are copied into `tlog_entries` inside the database (their
+bytes are read once, to hash them, and never sent back), PostgreSQL gets each batch as arrays in one
+statement, each tile level is read and written once, and one signature covers the batch. Proofs read
+tiles through `StoredSubtrees`, which hashes a tile's inner subtrees once (`TileLayers`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import sha256
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
@@ -31,9 +38,9 @@ from provision.db import writer_lock
 from provision.tables import LogCheckpoint, LogEntry, LogPending, LogState, LogTile
 from tlog.checkpoint import Checkpoint, sign_checkpoint
 from tlog.errors import TileNotInTree, TlogError
-from tlog.merkle import HASH_SIZE, MerkleTree, inclusion_proof, leaf_hash, node_hash, root_at
+from tlog.merkle import HASH_SIZE, inclusion_proof, leaf_hash, root_at
 from tlog.note import NoteSigner
-from tlog.tiles import TILE_HEIGHT, TILE_WIDTH, TiledSubtrees, TileId
+from tlog.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, parse_tile
 
 log = logging.getLogger("weighstation.tlog")
 
@@ -54,6 +61,13 @@ class LogNotReady(TlogError):
     """The log has no sequencer row yet: the server's start-up creates it with the log key."""
 
     code = "log-not-ready"
+    kind = "unavailable"
+
+
+class SequencingConflict(TlogError):
+    """The database changed under a step in a way the sequencer lock should have prevented."""
+
+    code = "sequencing-conflict"
     kind = "unavailable"
 
 
@@ -99,17 +113,46 @@ class Step:
 
 # --- storage helpers shared with the read side ------------------------------------------------
 
+# Built once: composing a statement per call costs more than running it on SQLite.
+_TILE = select(TILES.c.hashes).where(TILES.c.level == bindparam("level"), TILES.c.idx == bindparam("idx"))
+_PENDING_BATCH = select(PENDING.c.id, PENDING.c.entry).order_by(PENDING.c.id).limit(bindparam("limit"))
+# SQLite: driver SQL and plain tuples, so no per-row parameter processing on the way to the C loop.
+_MOVE_ONE = (
+    "INSERT INTO tlog_entries (idx, leaf_hash, entry, kind, checkpoint_size, created_at)"
+    " SELECT ?, ?, entry, kind, ?, created_at FROM tlog_pending WHERE id = ?"
+)
+_KNOWN_SQLITE = "SELECT leaf_hash, idx, checkpoint_size FROM tlog_entries WHERE leaf_hash IN ({})"
+_DROP_PENDING_SQLITE = "DELETE FROM tlog_pending WHERE id IN ({})"
+# PostgreSQL: whole batches as arrays, one statement and one round trip each.
+_MOVE_PG = text(
+    "INSERT INTO tlog_entries (idx, leaf_hash, entry, kind, checkpoint_size, created_at)"
+    " SELECT v.idx, v.leaf, p.entry, p.kind, :size, p.created_at"
+    " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:idxs AS BIGINT[]), CAST(:leaves AS BYTEA[]))"
+    " AS v(id, idx, leaf) JOIN tlog_pending p ON p.id = v.id"
+)
+_KNOWN_PG = text(
+    "SELECT leaf_hash, idx, checkpoint_size FROM tlog_entries WHERE leaf_hash = ANY(CAST(:hashes AS BYTEA[]))"
+)
+_DROP_PENDING_PG = text("DELETE FROM tlog_pending WHERE id = ANY(CAST(:ids AS BIGINT[]))")
+_NODE_PREFIX = b"\x01"
+# Tiles whose inner subtrees a process keeps: ~35 KB each when full; the upper levels stay hot.
+TILE_CACHE = 256
+
+
+def _marks(count: int) -> str:
+    """`?, ?, ...`: only placeholders are formatted into SQL, never a value."""
+    return ", ".join("?" * count)
+
 
 def fetch_tile(conn: Connection, level: int, index: int) -> bytes | None:
-    return conn.execute(
-        select(TILES.c.hashes).where(TILES.c.level == level, TILES.c.idx == index)
-    ).scalar_one_or_none()
+    data = conn.execute(_TILE, {"level": level, "idx": index}).scalar_one_or_none()
+    return None if data is None else bytes(data)
 
 
 def tile_reader(
     conn: Connection, overlay: dict[tuple[int, int], bytes] | None = None
 ) -> Callable[[TileId], bytes]:
-    """Tile bytes for `TiledSubtrees`. A stored tile may have grown past the width asked for (the
+    """Tile bytes for `StoredSubtrees`. A stored tile may have grown past the width asked for (the
     tree moved on); its first hashes never change, so the prefix is the tile of the smaller tree."""
     written = overlay or {}
 
@@ -133,38 +176,91 @@ def fetch_note(conn: Connection, size: int) -> bytes:
 def known_entries(conn: Connection, hashes: Iterable[bytes]) -> dict[bytes, Placed]:
     found: dict[bytes, Placed] = {}
     wanted = list(hashes)
-    for start in range(0, len(wanted), _CHUNK):
-        rows = conn.execute(
-            select(ENTRIES.c.leaf_hash, ENTRIES.c.idx, ENTRIES.c.checkpoint_size).where(
-                ENTRIES.c.leaf_hash.in_(wanted[start : start + _CHUNK])
-            )
-        ).all()
+    if conn.dialect.name == "postgresql":
+        chunks = [conn.execute(_KNOWN_PG, {"hashes": wanted}).all()] if wanted else []
+    else:
+        chunks = []
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = tuple(wanted[start : start + _CHUNK])
+            chunks.append(conn.exec_driver_sql(_KNOWN_SQLITE.format(_marks(len(chunk))), chunk).all())
+    for rows in chunks:
         for h, index, size in rows:
-            found[bytes(h)] = Placed(index, size)
+            found[bytes(h)] = Placed(int(index), int(size))
     return found
 
 
-class CachedSubtrees:
-    """`SubtreeHashes` over tiles that remembers every subtree it computed and builds a subtree from
-    its two halves, so the proofs of a whole batch share their work (a tile lookup only every 8 levels)."""
+def tile_layers(hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Every complete subtree inside one tile: layer r holds the RFC 9162 node hashes of each aligned run
+    of 2**r tile hashes (layer 0 is the tile). Inputs are 32-byte hashes from a length-checked tile, so
+    this hashes directly instead of through `tlog.merkle.node_hash`'s per-call checks (3x the cost)."""
+    layer = list(hashes)
+    out = [layer]
+    while len(layer) > 1:
+        layer = [sha256(_NODE_PREFIX + layer[i] + layer[i + 1]).digest() for i in range(0, len(layer) - 1, 2)]
+        out.append(layer)
+    return out
 
-    def __init__(self, tiles: TiledSubtrees) -> None:
-        self._tiles = tiles
-        self._memo: dict[tuple[int, int], bytes] = {}
+
+class TileLayers:
+    """The inner subtrees of tiles by (level, index, width), computed once, least recently used dropped.
+
+    A complete subtree never changes in an append-only log, so an entry is never stale, with one
+    condition: fill it only from committed tiles. A step that rolls back may have written tiles that the
+    next step (of any replica) writes differently, so `sequence_step` uses a private instance."""
+
+    def __init__(self, capacity: int = TILE_CACHE) -> None:
+        self._capacity = capacity
+        self._tiles: OrderedDict[tuple[int, int, int], list[list[bytes]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, level: int, index: int, width: int, read: Callable[[TileId], bytes]) -> list[list[bytes]]:
+        key = (level, index, width)
+        with self._lock:
+            found = self._tiles.get(key)
+            if found is not None:
+                self._tiles.move_to_end(key)
+                return found
+        tile = TileId(level, index, width)
+        layers = tile_layers(parse_tile(read(tile), tile))
+        with self._lock:
+            self._tiles[key] = layers
+            while len(self._tiles) > self._capacity:
+                self._tiles.popitem(last=False)
+        return layers
+
+
+class StoredSubtrees:
+    """`tlog.merkle.SubtreeHashes` of the tree of `size` leaves over its stored tiles. A complete subtree
+    of height 8L + r is one hash of layer r of a level-L tile, so a proof costs one lookup per hash once
+    the few tiles on its path are read and layered (each at most once, through `layers`)."""
+
+    def __init__(
+        self, size: int, read_tile: Callable[[TileId], bytes], layers: TileLayers | None = None
+    ) -> None:
+        self._size = size
+        self._read = read_tile
+        self._layers = layers if layers is not None else TileLayers()
+        self._memo: dict[tuple[int, int], bytes] = {}  # the receipts of a batch share most hashes
 
     @property
     def size(self) -> int:
-        return self._tiles.size
+        return self._size
 
     def subtree(self, level: int, index: int) -> bytes:
-        key = (level, index)
-        found = self._memo.get(key)
-        if found is None:
-            if level % TILE_HEIGHT == 0:
-                found = self._tiles.subtree(level, index)
-            else:
-                found = node_hash(self.subtree(level - 1, 2 * index), self.subtree(level - 1, 2 * index + 1))
-            self._memo[key] = found
+        if level < 0 or index < 0 or (index + 1) << level > self._size:
+            raise TileNotInTree(f"no complete subtree at level {level}, index {index} in size {self._size}")
+        found = self._memo.get((level, index))
+        if found is not None:
+            return found
+        tile_level, rem = divmod(level, TILE_HEIGHT)
+        first = index << rem  # the subtree's first hash in the level's hash sequence
+        tile, offset = divmod(first, TILE_WIDTH)
+        # `tlog.tiles.tile_at` without building a TileId per hash (a proof asks for ~2 log2(n) of them).
+        hashes_at_level = self._size >> (TILE_HEIGHT * tile_level)
+        width = TILE_WIDTH if tile < hashes_at_level // TILE_WIDTH else hashes_at_level % TILE_WIDTH
+        found = self._memo[level, index] = self._layers.get(tile_level, tile, width, self._read)[rem][
+            offset >> rem
+        ]
         return found
 
 
@@ -212,11 +308,36 @@ def _extend_tiles(conn: Connection, size: int, leaves: Sequence[bytes]) -> dict[
             else:
                 inserts.append({"level": level, "idx": index, "hashes": data})
             if len(chunk) == TILE_WIDTH:
-                new.append(MerkleTree(chunk).root())
+                new.append(tile_layers(chunk)[-1][0])
         level, count = level + 1, count // TILE_WIDTH
     if inserts:
         conn.execute(insert(TILES), inserts)
     return written
+
+
+def _move_pending(conn: Connection, moves: list[tuple[int, int, bytes]], new_size: int) -> None:
+    """Copy pending rows (id, idx, leaf hash) into `tlog_entries` inside the database: the entry bytes,
+    kind and time never travel back to Python, and PostgreSQL takes the whole batch in one statement."""
+    if not moves:
+        return
+    if conn.dialect.name == "postgresql":
+        ids, idxs, leaves = (list(column) for column in zip(*moves, strict=True))
+        moved = conn.execute(_MOVE_PG, {"ids": ids, "idxs": idxs, "leaves": leaves, "size": new_size})
+    else:
+        moved = conn.exec_driver_sql(_MOVE_ONE, [(idx, leaf, new_size, pid) for pid, idx, leaf in moves])
+    # The rows were read under the sequencer lock, so all are there; if one were not, its index would be
+    # a gap in the log: refuse the step (it rolls back) rather than sign that tree.
+    if moved.rowcount != len(moves):
+        raise SequencingConflict(f"moved {moved.rowcount} of {len(moves)} pending entries")
+
+
+def _drop_pending(conn: Connection, ids: list[int]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_DROP_PENDING_PG, {"ids": ids})
+        return
+    for start in range(0, len(ids), _CHUNK):
+        chunk = tuple(ids[start : start + _CHUNK])
+        conn.exec_driver_sql(_DROP_PENDING_SQLITE.format(_marks(len(chunk))), chunk)
 
 
 def sequence_step(
@@ -230,39 +351,45 @@ def sequence_step(
 ) -> Step:
     """One batch in the caller's transaction (which must commit it). See the module docstring."""
     size, _ = _lock_state(conn)
-    rows = conn.execute(
-        select(PENDING.c.id, PENDING.c.entry, PENDING.c.kind, PENDING.c.created_at)
-        .order_by(PENDING.c.id)
-        .limit(limit)
-    ).all()
-    pending = [item(bytes(r.entry), r.kind, r.created_at) for r in rows]
-    batch = [*pending, *queued]
-    known = known_entries(conn, {i.leaf_hash for i in batch})
-    fresh: list[Item] = []
+    rows = conn.execute(_PENDING_BATCH, {"limit": limit}).all()
+    pending = [(int(r.id), leaf_hash(bytes(r.entry))) for r in rows]
+    known = known_entries(conn, {h for _, h in pending} | {i.leaf_hash for i in queued})
+    # Fresh leaves in log order: pending rows (oldest first), then this process's queue.
+    leaves: list[bytes] = []
+    moves: list[tuple[int, int, bytes]] = []
+    inserts: list[Item] = []
     assigned: dict[bytes, int] = {}
-    for it in batch:
+    for pid, leaf in pending:
+        if leaf not in known and leaf not in assigned:
+            assigned[leaf] = size + len(leaves)
+            moves.append((pid, assigned[leaf], leaf))
+            leaves.append(leaf)
+    for it in queued:
         if it.leaf_hash not in known and it.leaf_hash not in assigned:
-            assigned[it.leaf_hash] = size + len(fresh)
-            fresh.append(it)
-    new_size = size + len(fresh)
+            assigned[it.leaf_hash] = size + len(leaves)
+            inserts.append(it)
+            leaves.append(it.leaf_hash)
+    new_size = size + len(leaves)
     step = Step(size=new_size, note=None, placed=[], pending=len(rows))
-    if fresh:
-        conn.execute(
-            insert(ENTRIES),
-            [
-                {
-                    "idx": size + n,
-                    "leaf_hash": it.leaf_hash,
-                    "entry": it.entry,
-                    "kind": it.kind,
-                    "checkpoint_size": new_size,
-                    "created_at": it.created_at,
-                }
-                for n, it in enumerate(fresh)
-            ],
-        )
-        step.tiles = _extend_tiles(conn, size, [it.leaf_hash for it in fresh])
-        root = root_at(TiledSubtrees(new_size, tile_reader(conn, step.tiles)), new_size)
+    if leaves:
+        _move_pending(conn, moves, new_size)
+        if inserts:
+            conn.execute(
+                insert(ENTRIES),
+                [
+                    {
+                        "idx": assigned[it.leaf_hash],
+                        "leaf_hash": it.leaf_hash,
+                        "entry": it.entry,
+                        "kind": it.kind,
+                        "checkpoint_size": new_size,
+                        "created_at": it.created_at,
+                    }
+                    for it in inserts
+                ],
+            )
+        step.tiles = _extend_tiles(conn, size, leaves)
+        root = root_at(StoredSubtrees(new_size, tile_reader(conn, step.tiles)), new_size)
         step.note = sign_checkpoint(Checkpoint(origin, new_size, root), [signer])
         conn.execute(
             insert(CHECKPOINTS),
@@ -271,10 +398,8 @@ def sequence_step(
         conn.execute(
             update(STATE).where(STATE.c.id == STATE_ID).values(size=new_size, root_hash=root, updated_at=now)
         )
-    if rows:
-        ids = [r.id for r in rows]
-        for start in range(0, len(ids), _CHUNK):
-            conn.execute(delete(PENDING).where(PENDING.c.id.in_(ids[start : start + _CHUNK])))
+    if pending:
+        _drop_pending(conn, [pid for pid, _ in pending])
     for it in queued:
         first = known.get(it.leaf_hash)
         step.placed.append(first or Placed(assigned[it.leaf_hash], new_size))
@@ -282,10 +407,16 @@ def sequence_step(
 
 
 def receipts(
-    conn: Connection, items: Sequence[Item], placed: Sequence[Placed], step: Step | None = None
+    conn: Connection,
+    items: Sequence[Item],
+    placed: Sequence[Placed],
+    step: Step | None = None,
+    layers: TileLayers | None = None,
 ) -> list[Receipt]:
-    """Each entry's first receipt: the checkpoint that first covered it and the proof to it."""
-    trees: dict[int, tuple[bytes, CachedSubtrees]] = {}
+    """Each entry's first receipt: the checkpoint that first covered it and the proof to it. Call it
+    after the step's commit (`layers` is filled from the tiles read)."""
+    layers = layers if layers is not None else TileLayers()
+    trees: dict[int, tuple[bytes, StoredSubtrees]] = {}
     overlay = step.tiles if step is not None else None
     out: list[Receipt] = []
     for it, where in zip(items, placed, strict=True):
@@ -295,7 +426,7 @@ def receipts(
             note = step.note if step is not None and step.note and size == step.size else None
             tree = trees[size] = (
                 note or fetch_note(conn, size),
-                CachedSubtrees(TiledSubtrees(size, tile_reader(conn, overlay))),
+                StoredSubtrees(size, tile_reader(conn, overlay), layers),
             )
         note, store = tree
         proof = inclusion_proof(store, where.index, where.checkpoint_size)
@@ -325,8 +456,10 @@ class Sequencer:
         clock: Callable[[], datetime],
         poll_interval: float = 0.25,
         max_batch: int = MAX_BATCH,
+        layers: TileLayers | None = None,
     ) -> None:
         self._engine = engine
+        self._layers = layers if layers is not None else TileLayers()
         self._signer = signer
         self._origin = origin
         self._clock = clock
@@ -435,7 +568,7 @@ class Sequencer:
         # Committed: now (and only now) the entries are durable and can be acknowledged.
         if batch:
             with self._engine.connect() as conn:
-                answers = receipts(conn, items, step.placed, step)
+                answers = receipts(conn, items, step.placed, step, self._layers)
             for queued, receipt in zip(batch, answers, strict=True):
                 queued.done.set_result(receipt)
         return step

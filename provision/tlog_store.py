@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, text, update
 from sqlmodel import SQLModel
 
 from pki.signer import KeyAlgorithm, KeyBackend
@@ -36,6 +36,8 @@ from provision.sequencer import (
     LogNotReady,
     Receipt,
     Sequencer,
+    StoredSubtrees,
+    TileLayers,
     item,
     tile_reader,
 )
@@ -44,7 +46,7 @@ from tlog.checkpoint import Checkpoint, sign_checkpoint
 from tlog.errors import IndexOutOfRange, SizeBeyondTree, TileNotInTree, TlogError
 from tlog.merkle import EMPTY_ROOT, consistency_proof, inclusion_proof
 from tlog.note import NoteSigner, VerifierKey
-from tlog.tiles import MAX_ENTRY_BYTES, BundleId, TiledSubtrees, encode_entry_bundle, parse_tile_path
+from tlog.tiles import MAX_ENTRY_BYTES, BundleId, encode_entry_bundle, parse_tile_path
 
 _LOCK = 0x7765_746C  # PostgreSQL advisory lock id for creating the log
 _AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
@@ -170,8 +172,13 @@ def certificate_revoked(
     return pending_row(_canonical(document), REVOKED, revoked_at)
 
 
+# Built once: the proof endpoints run these on every request.
+_LATEST = select(CHECKPOINTS.c.size).order_by(CHECKPOINTS.c.size.desc()).limit(1)
+_INDEX_OF = select(ENTRIES.c.idx).where(ENTRIES.c.leaf_hash == bindparam("leaf"))
+
+
 def _latest_size(conn: Connection) -> int:
-    size = conn.execute(select(CHECKPOINTS.c.size).order_by(CHECKPOINTS.c.size.desc()).limit(1)).scalar()
+    size = conn.execute(_LATEST).scalar()
     if size is None:
         raise LogNotReady("the transparency log has not been created")
     return int(size)
@@ -198,6 +205,8 @@ class TransparencyLog:
         self._poll = poll_interval
         self._signer: NoteSigner | None = None
         self._sequencer: Sequencer | None = None
+        # Inner subtrees of committed tiles, shared by the read side and this process's receipts.
+        self._layers = TileLayers()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -256,7 +265,12 @@ class TransparencyLog:
             )
         self._signer = NoteSigner.create(self.origin, self._keys.load(row.key_ref))
         self._sequencer = Sequencer(
-            self._engine, self._signer, self.origin, clock=self._clock, poll_interval=self._poll
+            self._engine,
+            self._signer,
+            self.origin,
+            clock=self._clock,
+            poll_interval=self._poll,
+            layers=self._layers,
         )
         self._sequencer.start()
         return True
@@ -355,26 +369,26 @@ class TransparencyLog:
         with self._engine.connect() as conn:
             return _latest_size(conn)
 
-    def _tree(self, conn: Connection, size: int | None) -> TiledSubtrees:
+    def _tree(self, conn: Connection, size: int | None) -> StoredSubtrees:
         latest = _latest_size(conn)
         if size is None:
             size = latest
         if not 0 <= size <= latest:
             raise SizeBeyondTree(f"tree size {size} is beyond the published tree ({latest} entries)")
-        return TiledSubtrees(size, tile_reader(conn))
+        return StoredSubtrees(size, tile_reader(conn), self._layers)
 
     def inclusion(self, index: int, size: int | None = None) -> InclusionView:
         """The proof that the entry at `index` is in the tree of `size` (default: the latest)."""
         with self._engine.connect() as conn:
             tree = self._tree(conn, size)
             proof = inclusion_proof(tree, index, tree.size)
-            leaf = conn.execute(select(ENTRIES.c.leaf_hash).where(ENTRIES.c.idx == index)).scalar_one()
-        return InclusionView(index=index, size=tree.size, leaf_hash=bytes(leaf), proof=proof)
+            leaf = tree.subtree(0, index)  # the level-0 tile the proof just read holds the leaf hashes
+        return InclusionView(index=index, size=tree.size, leaf_hash=leaf, proof=proof)
 
     def inclusion_by_hash(self, leaf: bytes, size: int | None = None) -> InclusionView:
         with self._engine.connect() as conn:
             tree = self._tree(conn, size)
-            index = conn.execute(select(ENTRIES.c.idx).where(ENTRIES.c.leaf_hash == leaf)).scalar()
+            index = conn.execute(_INDEX_OF, {"leaf": leaf}).scalar()
             if index is None:
                 raise LeafNotFound("no entry with that leaf hash is in the log")
             if index >= tree.size:
