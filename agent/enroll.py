@@ -4,6 +4,8 @@
 2. start: send token, EK and AK; receive the credential challenge and the Certify nonce;
 3. TPM2_ActivateCredential (only the TPM holding that EK, with that AK, recovers the secret);
 4. TPM2_Certify of the identity key by the AK over the nonce; a CSR signed in the TPM by the identity key;
+   where the challenge asks for a first quote: TPM2_Quote by the AK over its quote nonce of the PCRs it
+   names, their values, and the measured-boot event log of this boot (the truck must have booted);
 5. activate: receive the certificate and its chain;
 6. check that the certificate is for the identity key, names the SPIFFE ID the server reported, and
    chains by signature through the returned chain;
@@ -19,15 +21,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import get_args
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from agent.client import BadServerResponse, EnrollmentClient, EnrollmentError
+from agent.client import BadServerResponse, EnrollmentClient, EnrollmentError, FirstQuote
 from agent.state import AgentState, EkKind
-from agent.tpm import AkAlgorithm, TruckTpm, public_key
+from agent.tpm import AkAlgorithm, PcrBank, TruckTpm, public_key
 
 
 class StateDirInUse(EnrollmentError):
@@ -36,6 +39,10 @@ class StateDirInUse(EnrollmentError):
 
 class IssuedCertificateRejected(EnrollmentError):
     """The server's certificate is not for the identity key, or does not chain to the chain it sent."""
+
+
+class NotBooted(EnrollmentError):
+    """The authority asks for a first quote and the agent has no event log of this boot to send."""
 
 
 class StateNotInstalled(EnrollmentError):
@@ -133,10 +140,12 @@ def enroll(
     ek_intermediates: list[bytes],
     state_dir: Path,
     ak_algorithm: AkAlgorithm = "ecc-p256",
+    event_log: bytes | None = None,
 ) -> AgentState:
     """Enroll this TPM with the authority and save the resulting state in `state_dir` (which must not exist
-    or be empty). Raises EnrollmentRefused (the server said no), IssuedCertificateRejected (its answer does
-    not hold up), another EnrollmentError, or a TPM error (TpmError, TSS2_Exception)."""
+    or be empty). `event_log` is the measured-boot log of the boot the TPM's PCRs hold, for the first quote.
+    Raises EnrollmentRefused (the server said no), IssuedCertificateRejected (its answer does not hold
+    up), NotBooted, another EnrollmentError, or a TPM error (TpmError, TSS2_Exception)."""
     _check_state_dir(state_dir)
 
     # 1. EK and fresh keys; the TPM is asked first so a TPM fault costs no enrollment token.
@@ -164,6 +173,17 @@ def enroll(
     secret = tpm.activate_credential(state.ak, ek_kind, challenge.credential_blob, challenge.encrypted_secret)
     certify_info, certify_signature = tpm.certify(state.identity, state.ak, challenge.certify_nonce)
     csr = identity_csr(tpm, state, challenge.truck)
+    first_quote = None
+    if challenge.quote_nonce is not None:
+        if event_log is None:
+            raise NotBooted("the authority asks for a first quote; boot (measured) and give its event log")
+        bank = next((b for b in get_args(PcrBank) if b == challenge.quote_bank), None)
+        if bank is None:
+            raise BadServerResponse(f"the authority asks for PCR bank {challenge.quote_bank!r}")
+        quote_info, quote_signature = tpm.quote(state.ak, challenge.quote_nonce, bank, challenge.quote_pcrs)
+        first_quote = FirstQuote(
+            quote_info, quote_signature, tpm.pcr_read(bank, challenge.quote_pcrs), event_log
+        )
 
     # 5. Activate.
     enrolled = client.activate(
@@ -173,6 +193,7 @@ def enroll(
         certify_info=certify_info,
         certify_signature=certify_signature,
         csr_pem=csr,
+        first_quote=first_quote,
     )
 
     # 6. Check the answer before keeping anything.

@@ -19,10 +19,11 @@ the quarantine only when the operator's setting allows it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,9 +31,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
-from attest.ak import check_attestation_key
+from attest.ak import VerifiedAk, check_attestation_key
 from attest.alg import Alg
-from attest.appraise import Appraisal, Status, appraise
+from attest.appraise import Appraisal, GoldenRelease, Status, appraise
 from attest.binding import expected_extra_data
 from attest.errors import (
     ClockWentBackwards,
@@ -74,6 +75,8 @@ _NONCE_BYTES = 32
 _BANKS = {"sha256": Alg.SHA256, "sha384": Alg.SHA384}
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
 PURPOSES = ("attest", "renew", "dispatch")
+# The purpose of the nonce an enrolling truck's first quote carries (issued by the enrollment's start).
+ENROLL_PURPOSE = "enroll"
 # Failures that verify_quote reaches only after the signature by the truck's AK and the nonce held, and
 # failures of what that signed quote vouches for: the truck's own evidence condemns it.
 SIGNED_EVIDENCE_FAILURES = (
@@ -88,6 +91,21 @@ SIGNED_EVIDENCE_FAILURES = (
     EventLogReplayMismatch,
     ReleaseRevokedFirmware,
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def enrolled_ak(ak_public: bytes) -> VerifiedAk:
+    """The checked AK of a truck's stored TPMT_PUBLIC. Keyed by the stored bytes themselves, so a
+    re-enrolled truck (new AK bytes) is checked afresh and no entry can answer for other bytes; the
+    VerifiedAk is immutable and carries the loaded key and its per-AK verify state. A refused AK
+    raises and is not cached."""
+    return check_attestation_key(parse_tpmt_public(ak_public))
+
+
+@functools.lru_cache(maxsize=64)
+def _selection(bank: str, pcrs: str) -> PcrRequest:
+    """The PcrRequest of a stored nonce's bank and PCR list (few distinct ones: the policy's)."""
+    return PcrRequest.of(_BANKS[bank], (int(p) for p in pcrs.split(",")))
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,21 @@ class NonceView:
     bank: str
     pcrs: tuple[int, ...]
     expires_at: datetime
+
+
+def _nonce_row(view: NonceView, created_at: datetime) -> AttestationNonce:
+    return AttestationNonce(
+        id=view.id,
+        truck_id=view.truck,
+        purpose=view.purpose,
+        tender_id=view.tender,
+        nonce=view.nonce,
+        extra_data=view.extra_data,
+        bank=view.bank,
+        pcrs=",".join(str(p) for p in view.pcrs),
+        created_at=created_at,
+        expires_at=view.expires_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -192,20 +225,7 @@ class Attestation:
                 raise UnknownTruck(f"no truck {truck_id[:64]!r}")
             if truck.ak_public is None:
                 raise TruckNotEnrolled(f"truck {truck_id} has not enrolled; there is no AK to quote with")
-            session.add(
-                AttestationNonce(
-                    id=view.id,
-                    truck_id=truck_id,
-                    purpose=purpose,
-                    tender_id=tender,
-                    nonce=nonce,
-                    extra_data=extra,
-                    bank=view.bank,
-                    pcrs=",".join(str(p) for p in view.pcrs),
-                    created_at=now,
-                    expires_at=view.expires_at,
-                )
-            )
+            session.add(_nonce_row(view, now))
             session.commit()
         return view
 
@@ -215,28 +235,70 @@ class Attestation:
         with self._refusals(actor, "attestation.verify", truck_id):
             nonce, truck_row, previous = self._claim(truck_id, nonce_id)
             assert truck_row.ak_public is not None
-            selection = PcrRequest.of(_BANKS[nonce.bank], (int(p) for p in nonce.pcrs.split(",")))
-            quote = verify_quote(
-                evidence.quote,
-                evidence.signature,
-                ak=check_attestation_key(parse_tpmt_public(truck_row.ak_public)),
-                nonce=nonce.extra_data,
-                selection=selection,
-                pcr_values=evidence.pcr_values,
+            quote, appraisal = self.verify_evidence(
+                enrolled_ak(bytes(truck_row.ak_public)),
+                nonce,
+                evidence,
+                golden=self._releases.golden(truck_row.model),
                 previous=previous,
             )
-            appraised_log = appraise_event_log(
-                parse_event_log(evidence.event_log), selection.bank, quote.pcr_values
-            )
-            appraisal = appraise(
-                nonce.bank,
-                appraised_log.pcr_values,
-                self._releases.golden(truck_row.model),
-                warnings=[str(w) for w in quote.warnings],
-            )
-            if appraisal.status is Status.CONTRAINDICATED:
-                raise ReleaseRevokedFirmware("; ".join(appraisal.reasons))
         return self._store(actor, truck_row, nonce, quote, appraisal)
+
+    def verify_evidence(
+        self,
+        ak: VerifiedAk,
+        nonce: AttestationNonce,
+        evidence: Evidence,
+        *,
+        golden: Sequence[GoldenRelease],
+        previous: QuoteClock | None,
+    ) -> tuple[VerifiedQuote, Appraisal]:
+        """The quote by `ak` over the claimed nonce's extraData and selection, its event log replayed to
+        the quoted values, and those appraised against `golden`; a revoked release refuses."""
+        selection = _selection(nonce.bank, nonce.pcrs)
+        quote = verify_quote(
+            evidence.quote,
+            evidence.signature,
+            ak=ak,
+            nonce=nonce.extra_data,
+            selection=selection,
+            pcr_values=evidence.pcr_values,
+            previous=previous,
+        )
+        appraised_log = appraise_event_log(
+            parse_event_log(evidence.event_log), selection.bank, quote.pcr_values
+        )
+        appraisal = appraise(
+            nonce.bank, appraised_log.pcr_values, golden, warnings=[str(w) for w in quote.warnings]
+        )
+        if appraisal.status is Status.CONTRAINDICATED:
+            raise ReleaseRevokedFirmware("; ".join(appraisal.reasons))
+        return quote, appraisal
+
+    def golden(self, model: str) -> list[GoldenRelease]:
+        """Every release of `model`, revoked ones included (what appraisal weighs)."""
+        return self._releases.golden(model)
+
+    def enrollment_nonce(
+        self, session: Session, truck_id: str, nonce_id: str, expires_at: datetime
+    ) -> NonceView:
+        """Add, in the caller's transaction, the nonce an enrolling truck's first quote must carry:
+        purpose "enroll", the policy's selection, answered only through its enrollment (`nonce_id` is
+        the enrollment's id), never at the attestation endpoint."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        view = NonceView(
+            id=nonce_id,
+            truck=truck_id,
+            purpose=ENROLL_PURPOSE,
+            tender=None,
+            nonce=nonce,
+            extra_data=nonce,
+            bank=self._policy.bank,
+            pcrs=self._selection.pcrs,
+            expires_at=expires_at,
+        )
+        session.add(_nonce_row(view, self._clock()))
+        return view
 
     def _claim(self, truck_id: str, nonce_id: str) -> tuple[AttestationNonce, Truck, QuoteClock | None]:
         now = self._clock()
@@ -246,6 +308,10 @@ class Attestation:
                 raise UnknownAttestationNonce(f"no attestation nonce {nonce_id[:64]!r}")
             if nonce.truck_id != truck_id:
                 raise AttestationNonceWrongTruck("the nonce was issued to another truck")
+            if nonce.purpose == ENROLL_PURPOSE:
+                raise UnknownAttestationNonce(
+                    f"{nonce.id} is an enrollment's first-quote nonce; it is answered only at activation"
+                )
             claimed = session.connection().execute(
                 update(AttestationNonce)
                 .where(col(AttestationNonce.id) == nonce.id, col(AttestationNonce.consumed_at).is_(None))
@@ -268,6 +334,27 @@ class Attestation:
     def _store(
         self, actor: Actor, truck: Truck, nonce: AttestationNonce, quote: VerifiedQuote, appraisal: Appraisal
     ) -> ResultView:
+        with Session(self._engine) as session:
+            view = self.record(
+                session, actor=actor, truck=truck, nonce=nonce, quote=quote, appraisal=appraisal
+            )
+            session.commit()
+        self.log_wake()
+        return view
+
+    def record(
+        self,
+        session: Session,
+        *,
+        actor: Actor,
+        truck: Truck,
+        nonce: AttestationNonce,
+        quote: VerifiedQuote,
+        appraisal: Appraisal,
+    ) -> ResultView:
+        """Sign the result of a verified quote and write it, the truck's attestation state, the audit row
+        and the log entry in the caller's transaction; the caller commits, then calls `log_wake` (the
+        enrollment stores its first quote with the certificate it issues, in one transaction)."""
         now = self._clock()
         expires = now + self._policy.result_ttl
         result_id = secrets.token_urlsafe(18)
@@ -300,72 +387,69 @@ class Attestation:
         kid, signer = self._token_keys.active(RESULTS)
         token = sign_compact(signer, claims, kid=kid)
         reasons = list(appraisal.reasons)
-        with Session(self._engine) as session:
-            session.add(
-                AttestationResult(
-                    id=result_id,
-                    truck_id=truck.id,
-                    nonce_id=nonce.id,
-                    status=appraisal.status.value,
-                    trust_vector=json.dumps(appraisal.trust_vector),
-                    reasons=json.dumps(reasons),
-                    release_id=release.id if release else None,
-                    rebooted=quote.rebooted,
-                    issued_at=now,
-                    expires_at=expires,
-                    token=token,
-                )
+        session.add(
+            AttestationResult(
+                id=result_id,
+                truck_id=truck.id,
+                nonce_id=nonce.id,
+                status=appraisal.status.value,
+                trust_vector=json.dumps(appraisal.trust_vector),
+                reasons=json.dumps(reasons),
+                release_id=release.id if release else None,
+                rebooted=quote.rebooted,
+                issued_at=now,
+                expires_at=expires,
+                token=token,
             )
-            state = session.get(TruckAttestation, truck.id)
-            if state is None:
-                state = TruckAttestation(
-                    truck_id=truck.id,
-                    status="",
-                    reasons="[]",
-                    attested_at=now,
-                    reset_count=0,
-                    restart_count=0,
-                    clock=0,
-                )
-            state.status, state.reasons, state.attested_at = appraisal.status.value, json.dumps(reasons), now
-            state.attested_until = expires
-            state.release_id = release.id if release else None
-            clock = quote.clock
-            state.reset_count, state.restart_count, state.clock = (
-                clock.reset_count,
-                clock.restart_count,
-                clock.clock,
+        )
+        state = session.get(TruckAttestation, truck.id)
+        if state is None:
+            state = TruckAttestation(
+                truck_id=truck.id,
+                status="",
+                reasons="[]",
+                attested_at=now,
+                reset_count=0,
+                restart_count=0,
+                clock=0,
             )
-            lifted = state.quarantined and self._policy.auto_lift_quarantine
-            if lifted:
-                state.quarantined, state.quarantine_reason, state.quarantined_at = False, None, None
-            session.add(state)
-            detail: dict[str, object] = {
-                "result": result_id,
-                "status": appraisal.status.value,
-                "release": release.version if release else "unknown",
-                "nonce": nonce.id,
-                "transition": quote.transition.value,
-            }
-            if lifted:
-                detail["quarantine_lifted"] = True
-            audit.record(
-                session, audit.values(actor, "attestation.verify", at=now, target=truck.id, detail=detail)
-            )
-            logged = {
-                "truck": truck.id,
-                "result": result_id,
-                "status": appraisal.status.value,
-                "release": release.id if release else None,
-                "purpose": nonce.purpose,
-                "tender": nonce.tender_id,
-                "expires_at": expires.isoformat(),
-                "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-            }
-            table, row = tlog_event("attestation.result", logged, now)
-            session.connection().execute(table.insert(), row)
-            session.commit()
-        self.log_wake()
+        state.status, state.reasons, state.attested_at = appraisal.status.value, json.dumps(reasons), now
+        state.attested_until = expires
+        state.release_id = release.id if release else None
+        clock = quote.clock
+        state.reset_count, state.restart_count, state.clock = (
+            clock.reset_count,
+            clock.restart_count,
+            clock.clock,
+        )
+        lifted = state.quarantined and self._policy.auto_lift_quarantine
+        if lifted:
+            state.quarantined, state.quarantine_reason, state.quarantined_at = False, None, None
+        session.add(state)
+        detail: dict[str, object] = {
+            "result": result_id,
+            "status": appraisal.status.value,
+            "release": release.version if release else "unknown",
+            "nonce": nonce.id,
+            "transition": quote.transition.value,
+        }
+        if lifted:
+            detail["quarantine_lifted"] = True
+        audit.record(
+            session, audit.values(actor, "attestation.verify", at=now, target=truck.id, detail=detail)
+        )
+        logged = {
+            "truck": truck.id,
+            "result": result_id,
+            "status": appraisal.status.value,
+            "release": release.id if release else None,
+            "purpose": nonce.purpose,
+            "tender": nonce.tender_id,
+            "expires_at": expires.isoformat(),
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        }
+        table, row = tlog_event("attestation.result", logged, now)
+        session.connection().execute(table.insert(), row)
         return ResultView(
             id=result_id,
             truck=truck.id,

@@ -1,10 +1,17 @@
 """Enrollment: a truck proves with its TPM that its keys live in a genuine TPM, and gets its identity.
 
 start:    token → EK chain to a pinned manufacturer root, EK public = certificate key, AK checked and
-          named here → MakeCredential (32-byte secret sealed to the EK for that name) and a Certify nonce.
+          named here → MakeCredential (32-byte secret sealed to the EK for that name), a Certify nonce
+          and a first-quote nonce (a stored attestation nonce, purpose "enroll", the policy's selection).
 activate: the secret the TPM recovered (constant-time compare against its stored hash), the identity
-          key's Certify by that AK over the nonce, the CSR on that key → truck certificate, and the
-          truck ↔ EK ↔ AK ↔ identity-key binding.
+          key's Certify by that AK over the nonce, the first quote by that AK over the quote nonce
+          (verify_quote, event log replayed, appraised against the model's golden releases: it must
+          match an active one) → truck certificate, the truck ↔ EK ↔ AK ↔ identity-key binding, and the
+          first quote's result as the truck's first attestation, in one transaction.
+
+A model without any release refuses enrollment (no-golden-release) unless the operator allows it
+(WEIGHSTATION_ENROLLMENT_REQUIRE_RELEASE=false): the first quote must still verify and its log replay,
+and the truck is enrolled with a "warning" attestation naming no release.
 
 Each challenge is answered once: it is claimed (pending → activating) in its own transaction before
 anything is checked, and ends activated or failed. Every refusal is audited with its code and truck.
@@ -19,7 +26,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -28,14 +35,17 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from attest.ak import VerifiedAk, check_attestation_key
+from attest.appraise import Appraisal
 from attest.certify import verify_certify
 from attest.credential import make_credential, secrets_match
 from attest.ek import check_ek_matches, verify_ek_certificate
 from attest.errors import AttestError, MalformedEkCertificate
 from attest.public import parse_tpmt_public
+from attest.quote import VerifiedQuote
 from pki.errors import PkiError
 from pki.profiles import parse_csr
 from provision import audit
+from provision.attestation import Attestation, Evidence
 from provision.audit import Actor
 from provision.authority import Authority, CertificateView
 from provision.errors import (
@@ -45,7 +55,10 @@ from provision.errors import (
     EnrollmentChallengeUsed,
     EnrollmentNotConfigured,
     EnrollmentTokenWrongTruck,
+    FirmwareNotApproved,
+    FirstQuoteRequired,
     HardwareSwapNotApproved,
+    NoGoldenRelease,
     ProvisionError,
     UnknownEnrollment,
     UnknownTruck,
@@ -53,6 +66,7 @@ from provision.errors import (
 from provision.fleets import spiffe_id
 from provision.idempotency import Pending, commit_with
 from provision.tables import (
+    AttestationNonce,
     CrlRecord,
     EnrollmentChallenge,
     HardwareSwap,
@@ -92,6 +106,10 @@ class Challenge:
     encrypted_secret: bytes
     certify_nonce: bytes
     expires_at: datetime
+    # What the first quote must carry and cover; None when the authority asks for none.
+    quote_nonce: bytes | None = None
+    quote_bank: str | None = None
+    quote_pcrs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,7 @@ class ActivateRequest:
     certify_info: bytes
     certify_signature: bytes
     csr: bytes
+    first_quote: Evidence | None = None  # by the AK being enrolled, over the challenge's quote nonce
 
 
 @dataclass(frozen=True)
@@ -129,13 +148,19 @@ class Enrollment:
         *,
         challenge_ttl: timedelta,
         clock: Callable[[], datetime],
+        attestation: Attestation | None = None,
+        require_release: bool = True,
     ) -> None:
+        """`attestation`: ask for and appraise a first quote at every enrollment (None: the ceremony
+        without it, for deployments and tests that do not boot their trucks yet)."""
         self._engine = engine
         self._authority = authority
         self._tokens = tokens
         self._trust = trust
         self._challenge_ttl = challenge_ttl
         self._clock = clock
+        self._attestation = attestation
+        self._require_release = require_release
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -170,18 +195,30 @@ class Enrollment:
             secret, nonce = os.urandom(_SECRET_BYTES), os.urandom(_NONCE_BYTES)
             made = make_credential(ek_public, ak.name, secret)
             now = self._clock()
-            challenge = Challenge(
-                enrollment_id=secrets.token_urlsafe(24),
-                truck=claims.truck,
-                credential_blob=made.credential_blob,
-                encrypted_secret=made.encrypted_secret,
-                certify_nonce=nonce,
-                expires_at=now + self._challenge_ttl,
-            )
+            enrollment_id = secrets.token_urlsafe(24)
+            expires_at = now + self._challenge_ttl
             with Session(self._engine) as session:
                 truck = _lock_truck(session, claims.truck)
                 self._check_hardware(session, truck, ek_sha256)
                 self._tokens.consume(session, claims, now)
+                challenge = Challenge(
+                    enrollment_id=enrollment_id,
+                    truck=claims.truck,
+                    credential_blob=made.credential_blob,
+                    encrypted_secret=made.encrypted_secret,
+                    certify_nonce=nonce,
+                    expires_at=expires_at,
+                )
+                if self._attestation is not None:
+                    quote_nonce = self._attestation.enrollment_nonce(
+                        session, truck.id, enrollment_id, expires_at
+                    )
+                    challenge = replace(
+                        challenge,
+                        quote_nonce=quote_nonce.extra_data,
+                        quote_bank=quote_nonce.bank,
+                        quote_pcrs=quote_nonce.pcrs,
+                    )
                 session.add(
                     EnrollmentChallenge(
                         id=challenge.enrollment_id,
@@ -242,6 +279,12 @@ class Enrollment:
             )
             if result.rowcount != 1:
                 raise EnrollmentChallengeUsed(f"enrollment {row.id} was already answered; start again")
+            # Its first-quote nonce (if any) is spent with it, whatever the activation's outcome.
+            session.execute(
+                update(AttestationNonce)
+                .where(col(AttestationNonce.id) == row.id, col(AttestationNonce.consumed_at).is_(None))
+                .values(consumed_at=now)
+            )
             expired = row.expires_at <= now
             if expired:
                 session.execute(
@@ -276,7 +319,9 @@ class Enrollment:
             identity=identity,
             csr_public_key=csr.public_key(),
         )
-        # 3. The certificate names the registered truck, whatever the CSR asks for.
+        # 3. A first quote must pass: by this AK, over the quote nonce, PCRs of an approved release.
+        first = self._first_quote(row, ak, request.first_quote)
+        # 4. The certificate names the registered truck, whatever the CSR asks for.
         with Session(self._engine) as session:
             truck = _lock_truck(session, row.truck_id)
             swap = self._check_hardware(session, truck, row.ek_sha256)
@@ -328,6 +373,13 @@ class Enrollment:
             if swap is not None:
                 detail["hardware_swap"] = swap.id
                 detail["revoked"] = [serial for serial, _ in retired]
+            if first is not None:
+                assert self._attestation is not None
+                nonce, quote, appraisal = first
+                result = self._attestation.record(
+                    session, actor=actor, truck=truck, nonce=nonce, quote=quote, appraisal=appraisal
+                )
+                detail["first_attestation"] = {"result": result.id, "status": result.status}
             audit.record(
                 session, audit.values(actor, "enrollment.activate", at=now, target=truck.id, detail=detail)
             )
@@ -335,10 +387,46 @@ class Enrollment:
                 truck=truck.id, fleet=truck.fleet_id, spiffe_id=uri, certificate=prepared.view
             )
             commit_with(session, enrolled, idempotency, now)
+        if first is not None:
+            assert self._attestation is not None
+            self._attestation.log_wake()
         for issuer_id in {issuer for _, issuer in retired}:
             # Regenerated at once, so relying parties see the old hardware's certificates revoked.
             self._authority.status.crl(issuer_id)
         return enrolled
+
+    def _first_quote(
+        self, row: EnrollmentChallenge, ak: VerifiedAk, evidence: Evidence | None
+    ) -> tuple[AttestationNonce, VerifiedQuote, Appraisal] | None:
+        """Verify and appraise the first quote; None when this authority asks for none."""
+        if self._attestation is None:
+            return None
+        if evidence is None:
+            raise FirstQuoteRequired(
+                "activation needs the first quote: quote, quote_signature, pcr_values and event_log over "
+                "the challenge's quote_nonce"
+            )
+        with Session(self._engine) as session:
+            nonce = session.get(AttestationNonce, row.id)
+            truck = session.get(Truck, row.truck_id)
+            session.expunge_all()
+        if nonce is None or truck is None:
+            raise FirstQuoteRequired(f"enrollment {row.id} was started without a quote nonce; start again")
+        golden = self._attestation.golden(truck.model)
+        if not golden and self._require_release:
+            raise NoGoldenRelease(
+                f"model {truck.model!r} has no registered release to appraise the first quote against"
+            )
+        # The first quote of this AK: no earlier clock to order it against (a new TPM may be behind).
+        quote, appraisal = self._attestation.verify_evidence(
+            ak, nonce, evidence, golden=golden, previous=None
+        )
+        if appraisal.release is None and golden:
+            raise FirmwareNotApproved(
+                f"the first quote's PCRs match no active release of model {truck.model!r}: "
+                + "; ".join(appraisal.reasons)
+            )
+        return nonce, quote, appraisal
 
     # -- shared ----------------------------------------------------------------------------------
 

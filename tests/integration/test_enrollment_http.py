@@ -1,15 +1,17 @@
 """Enrollment over HTTP against the real service, with real swtpm trucks.
 
-The operator registers a fleet and a truck and mints a token; the truck's TPM answers the credential
-challenge and certifies its identity key; the authority issues a truck certificate that `openssl verify`
-accepts. Each refusal is a problem+json with its stable code, is audited, and leaves nothing behind:
-no certificate, no binding, and the token is spent only when a challenge was issued.
+The operator registers a fleet and a truck, the golden release of the default boot, and mints a token;
+the truck's TPM answers the credential challenge, certifies its identity key, and quotes its (booted)
+PCRs over the challenge's quote nonce; the authority issues a truck certificate that `openssl verify`
+accepts, and the first quote is the truck's first attestation. Each refusal is a problem+json with its
+stable code, is audited, and leaves nothing behind: no certificate, no binding, no attestation, and the
+token is spent only when a challenge was issued.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import create_engine, text
 
+from agent.boot import measure_boot, truck_boot
 from agent.tpm import KeySpec, TruckTpm, public_key
 from tests.support.audit import audit_rows, count_rows
-from tests.support.enrolling import Operator, TruckSide, b64, unb64
+from tests.support.enrolling import Operator, TruckSide, b64, new_id, new_vin, unb64
 from tests.support.service import RunningService, running_service
 from tests.support.swtpm import ManufacturerCa, RunningTpm, running_tpms
 
@@ -33,8 +36,29 @@ pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
 
 
+@pytest.fixture(scope="module")
+def enrolling(
+    tmp_path_factory: pytest.TempPathFactory, manufacturer: ManufacturerCa
+) -> Iterator[RunningService]:
+    """A service of this module's own (its audit and log rows are counted), the manufacturer's root and
+    intermediate pinned; it asks for a first quote at every enrollment, as by default."""
+    env = {
+        "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(manufacturer.root_pem),
+        "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(manufacturer.intermediate_pem),
+    }
+    with running_service(tmp_path_factory.mktemp("enroll") / "data", env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def golden(enrolling: RunningService) -> str:
+    """The signed release of the default boot of the model Operator.truck registers."""
+    with enrolling.client() as client:
+        return Operator(enrolling, client).golden_release()
+
+
 @pytest.fixture
-def operator(enrolling: RunningService) -> Iterator[Operator]:
+def operator(enrolling: RunningService, golden: str) -> Iterator[Operator]:
     with enrolling.client() as client:
         yield Operator(enrolling, client)
 
@@ -80,6 +104,9 @@ def assert_nothing_issued(operator: Operator, truck: str) -> None:
     state = operator.truck_state(truck)
     assert state["state"] == "registered"
     assert state["certificate_serial"] is None and state["ek_sha256"] is None
+    attestation = operator.get(f"/v1/trucks/{truck}/attestation")
+    assert attestation.status_code == 200, attestation.text
+    assert attestation.json()["status"] is None  # no first attestation either
 
 
 def openssl_verify(workdir: Path, bundle: bytes, leaf: str, chain: str) -> None:
@@ -572,3 +599,177 @@ def test_registration_refusals(operator: Operator) -> None:
     refused(operator.post("/v1/trucks/nope/enrollment-tokens", {}), 404, "unknown-truck")
     listed = operator.get(f"/v1/fleets/{fleet}/trucks").json()
     assert [t["id"] for t in listed] == [truck]
+
+
+# -- the first quote ---------------------------------------------------------------------------------
+
+
+def scalar(service: RunningService, statement: str, **params: object) -> object:
+    engine = create_engine(db(service))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(statement), params).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_first_quote_is_the_trucks_first_attestation(
+    operator: Operator, golden: str, fresh_tpms: list[RunningTpm]
+) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(fresh_tpms[0].tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        challenge = side.start(operator.client, operator.token(truck)).json()
+        assert len(unb64(challenge["quote_nonce"])) == 32
+        assert unb64(challenge["quote_nonce"]) != unb64(challenge["certify_nonce"])
+        assert (challenge["quote_bank"], challenge["quote_pcrs"]) == ("sha256", list(range(16)))
+        activated = side.activate(operator.client, challenge, side.answer(challenge))
+        assert activated.status_code == 201, activated.text
+    status = operator.get(f"/v1/trucks/{truck}/attestation").json()
+    assert status["status"] == "affirming" and status["release_id"] == golden
+    assert status["attested_until"] and not status["quarantined"]
+    (row,) = [r for r in audit_rows(db(operator.service), "enrollment.activate") if r["target"] == truck]
+    assert row["outcome"] == "ok"
+    # The quote nonce is spent with its challenge, and answered only there (purpose "enroll").
+    nonce = challenge["enrollment_id"]
+    assert (
+        scalar(operator.service, "SELECT purpose FROM attestation_nonces WHERE id = :id", id=nonce)
+        == "enroll"
+    )
+    assert scalar(operator.service, "SELECT consumed_at FROM attestation_nonces WHERE id = :id", id=nonce)
+    assert (
+        scalar(operator.service, "SELECT count(*) FROM attestation_results WHERE nonce_id = :id", id=nonce)
+        == 1
+    )
+
+
+def refused_first_quote(
+    operator: Operator,
+    side: TruckSide,
+    truck: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    status: int,
+    code: str,
+) -> None:
+    """Activate with the good answer changed by `change(challenge)`: refused with `code`, audited, nothing
+    issued or attested, and the challenge spent (the good answer afterwards is too late)."""
+    challenge = side.start(operator.client, operator.token(truck)).json()
+    good = side.answer(challenge)
+    refused(side.activate(operator.client, challenge, {**good, **change(challenge)}), status, code)
+    refused(side.activate(operator.client, challenge, good), 409, "enrollment-challenge-used")
+    assert_audited(operator.service, "enrollment.activate", code, truck)
+    assert_nothing_issued(operator, truck)
+
+
+def test_first_quote_over_another_nonce_is_refused(operator: Operator, tpm: RunningTpm) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        # The Certify nonce is a nonce this authority issued too, but not the one the quote must carry.
+        refused_first_quote(
+            operator,
+            side,
+            truck,
+            lambda challenge: side.first_quote(challenge, nonce=unb64(challenge["certify_nonce"])),
+            403,
+            "qualifying-data-mismatch",
+        )
+
+
+def test_first_quote_of_firmware_no_release_has_is_refused(
+    operator: Operator, fresh_tpms: list[RunningTpm]
+) -> None:
+    # A truck that booted another kernel: its quote and log are genuine, its PCRs match no release.
+    modified = truck_boot(overrides={"kernel": b"a kernel nobody released"})
+    truck = operator.truck()
+    with TruckTpm.open(fresh_tpms[0].tcti) as handle:
+        log = measure_boot(handle, modified).log
+        side = TruckSide(handle, "ecc")
+        refused_first_quote(
+            operator, side, truck, lambda _: {"event_log": b64(log)}, 403, "firmware-not-approved"
+        )
+
+
+def test_first_quote_with_a_pcr_value_changed_is_refused(operator: Operator, tpm: RunningTpm) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+
+        def change(challenge: dict[str, Any]) -> dict[str, Any]:
+            values = side.first_quote(challenge)["pcr_values"]
+            return {"pcr_values": {**values, "4": b64(bytes(32))}}
+
+        refused_first_quote(operator, side, truck, change, 403, "pcr-digest-mismatch")
+
+
+def test_activation_without_the_first_quote_is_refused(operator: Operator, tpm: RunningTpm) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        challenge = side.start(operator.client, operator.token(truck)).json()
+        body = side.answer(challenge)
+        for field in ("quote", "quote_signature", "pcr_values", "event_log"):
+            del body[field]
+        refused(side.activate(operator.client, challenge, body), 422, "first-quote-required")
+        refused(
+            side.activate(operator.client, challenge, side.answer(challenge)),
+            409,
+            "enrollment-challenge-used",
+        )
+    assert_audited(operator.service, "enrollment.activate", "first-quote-required", truck)
+    assert_nothing_issued(operator, truck)
+
+
+def test_partial_first_quote_is_refused(operator: Operator, tpm: RunningTpm) -> None:
+    truck = operator.truck()
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        challenge = side.start(operator.client, operator.token(truck)).json()
+        body = side.answer(challenge)
+        del body["event_log"]
+        refused(side.activate(operator.client, challenge, body), 422, "first-quote-required")
+    assert_nothing_issued(operator, truck)
+
+
+def test_model_without_a_release_is_refused(operator: Operator, tpm: RunningTpm) -> None:
+    truck = new_id("truck")
+    created = operator.post(
+        f"/v1/fleets/{operator.fleet()}/trucks", {"id": truck, "vin": new_vin(), "model": "hauler-2"}
+    )
+    assert created.status_code == 201, created.text
+    with TruckTpm.open(tpm.tcti) as handle:
+        side = TruckSide(handle, "ecc")
+        refused_first_quote(operator, side, truck, lambda _: {}, 409, "no-golden-release")
+
+
+def test_first_quote_of_a_revoked_release_is_refused(
+    operator: Operator, fresh_tpms: list[RunningTpm]
+) -> None:
+    recalled = truck_boot(overrides={"planning": b"a planner recalled after release"})
+    release = operator.golden_release("2026.10.9", recalled)
+    revoked = operator.post(f"/v1/releases/{release}/revoke", {"reason": "planner recall"})
+    assert revoked.status_code == 200, revoked.text
+    truck = operator.truck()
+    with TruckTpm.open(fresh_tpms[0].tcti) as handle:
+        log = measure_boot(handle, recalled).log
+        side = TruckSide(handle, "ecc")
+        refused_first_quote(operator, side, truck, lambda _: {"event_log": b64(log)}, 403, "release-revoked")
+
+
+def test_model_without_a_release_enrolls_where_the_operator_allows_it(
+    tmp_path: Path, manufacturer: ManufacturerCa, fresh_tpms: list[RunningTpm]
+) -> None:
+    env = {
+        "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(manufacturer.root_pem),
+        "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(manufacturer.intermediate_pem),
+        "WEIGHSTATION_ENROLLMENT_REQUIRE_RELEASE": "false",
+    }
+    with running_service(tmp_path / "lenient", env) as service, service.client() as client:
+        lenient = Operator(service, client)
+        truck = lenient.truck()  # no release of its model is registered on this service
+        with TruckTpm.open(fresh_tpms[0].tcti) as handle:
+            TruckSide(handle, "ecc").enroll(client, lenient.token(truck))
+        status = lenient.get(f"/v1/trucks/{truck}/attestation").json()
+    # Enrolled, and attested as what it is: a verified quote of firmware no release vouches for.
+    assert status["status"] == "warning" and status["release_id"] is None
+    assert "no golden release of this model matches the quoted PCRs" in status["reasons"]
