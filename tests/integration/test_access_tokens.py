@@ -49,6 +49,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Clients, TokenKeys, str, str]]:
         global_admin=False,
         scopes=["decisions"],
     )
+    assert registered.secret is not None
     yield clients, keys, registered.client.client_id, registered.secret
     engine.dispose()
 

@@ -49,7 +49,9 @@ def test_client_gets_a_token_that_verifies_with_the_published_keys(service: Runn
     with service.client() as client:
         operator = Operator(service, client)
         broker = register(operator)
-        assert "client_secret" not in json.dumps(operator.get("/v1/clients").json())
+        poster = register(operator, token_endpoint_auth_method="client_secret_post")
+        listed = json.dumps(operator.get("/v1/clients").json())
+        assert broker["client_secret"] not in listed and poster["client_secret"] not in listed
         metadata = client.get("/.well-known/oauth-authorization-server").json()
         assert metadata["issuer"] == service.url and metadata["grant_types_supported"] == [
             "client_credentials"
@@ -61,8 +63,8 @@ def test_client_gets_a_token_that_verifies_with_the_published_keys(service: Runn
             client,
             {
                 "grant_type": "client_credentials",
-                "client_id": broker["client_id"],
-                "client_secret": broker["client_secret"],
+                "client_id": poster["client_id"],
+                "client_secret": poster["client_secret"],
                 "scope": "decisions",
             },
         )
@@ -75,8 +77,13 @@ def test_client_gets_a_token_that_verifies_with_the_published_keys(service: Runn
     assert header["alg"] == "ES256" and header["typ"] == "at+jwt"
     key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == header["kid"])).key
     claims = jwt.decode(access, key, algorithms=["ES256"], audience=service.url, issuer=service.url)
-    assert claims["sub"] == broker["client_id"] and claims["kind"] == "broker"
+    assert claims["sub"] == poster["client_id"] and claims["kind"] == "broker"
     assert claims["exp"] - claims["iat"] == 300
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ]
 
 
 @pytest.mark.parametrize(
