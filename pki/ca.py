@@ -76,10 +76,35 @@ def build_root_ca(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_ca_key_usage(digital_signature=False), critical=True)
+        .add_extension(ca_key_usage(digital_signature=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
     return builder.sign(signer.private_key(), signer.algorithm.signing_hash())
+
+
+def issued_by(
+    issuer: Issuer,
+    subject: x509.Name,
+    public_key: CertificateIssuerPublicKeyTypes,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    serial: int,
+) -> x509.CertificateBuilder:
+    """A certificate of `subject` signed by `issuer`: names, key, serial, a validity window inside the
+    issuer's, and both key identifiers; the caller adds its profile's extensions and signs."""
+    not_before, not_after = window(now, ttl, issuer.not_after)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(issuer.authority_key_identifier, critical=False)
+    )
 
 
 def build_issuing_ca(
@@ -93,19 +118,12 @@ def build_issuing_ca(
     serial: int,
 ) -> x509.Certificate:
     """An issuing CA under `root`, able to sign only end-entity certificates within `trust_domain`."""
-    not_before, not_after = window(now, ttl, root.not_after)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name(common_name))
-        .issuer_name(root.certificate.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        issued_by(root, ca_name(common_name), public_key, now=now, ttl=ttl, serial=serial)
         # path_length=0: it may issue leaves only, never another CA.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         # digitalSignature lets it sign OCSP responses itself, without a delegated responder.
-        .add_extension(_ca_key_usage(digital_signature=True), critical=True)
+        .add_extension(ca_key_usage(digital_signature=True), critical=True)
         # Relying parties reject any URI SAN whose host is not the trust domain (RFC 5280 §4.2.1.10).
         .add_extension(
             x509.NameConstraints(
@@ -113,13 +131,11 @@ def build_issuing_ca(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(root.authority_key_identifier, critical=False)
     )
     return builder.sign(root.signer.private_key(), root.signer.algorithm.signing_hash())
 
 
-def _ca_key_usage(*, digital_signature: bool) -> x509.KeyUsage:
+def ca_key_usage(*, digital_signature: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=False,

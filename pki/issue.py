@@ -15,7 +15,7 @@ from pki.errors import ProfileViolation
 from pki.profiles import Profile, ValidatedRequest, validate_request
 from pki.validity import window
 
-_LEAF = x509.BasicConstraints(ca=False, path_length=None)
+LEAF = x509.BasicConstraints(ca=False, path_length=None)
 
 
 def _key_usage(*, key_encipherment: bool) -> x509.KeyUsage:
@@ -32,7 +32,7 @@ def _key_usage(*, key_encipherment: bool) -> x509.KeyUsage:
     )
 
 
-_SIGN_ONLY = _key_usage(key_encipherment=False)
+SIGN_ONLY = _key_usage(key_encipherment=False)
 _SIGN_AND_ENCIPHER = _key_usage(key_encipherment=True)
 
 
@@ -90,8 +90,8 @@ def issue_certificate(
         .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(_LEAF, critical=True)
-        .add_extension(_SIGN_AND_ENCIPHER if key_encipherment else _SIGN_ONLY, critical=True)
+        .add_extension(LEAF, critical=True)
+        .add_extension(_SIGN_AND_ENCIPHER if key_encipherment else SIGN_ONLY, critical=True)
         .add_extension(request.profile.eku_extension, critical=False)
         # RFC 5280 §4.2.1.6: with an empty subject the identity lives only in the SAN, so it is critical.
         .add_extension(request.subject_alternative_name, critical=len(request.subject) == 0)

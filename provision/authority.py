@@ -21,8 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col
 
 from pki import errors
+from pki.ca import Issuer
 from pki.issue import IssuerUrls, issue_certificate, renewal_request
-from pki.profiles import ValidatedRequest, parse_csr, profile_for, validate_request
+from pki.profiles import ProfileName, ValidatedRequest, parse_csr, profile_for, validate_request
 from pki.revocation import parse_reason
 from pki.serials import random_serial
 from pki.signer import KeyBackend
@@ -67,6 +68,16 @@ class CertificateView:
 
 
 @dataclass(frozen=True)
+class Built:
+    """A signed certificate, its issuer, and rows stored with it (e.g. its precertificate's log entry)."""
+
+    issuer_id: str
+    issuer: Issuer
+    certificate: x509.Certificate
+    rows: Rows
+
+
+@dataclass(frozen=True)
 class Prepared:
     """A signed certificate and the rows (certificate, audit) that store it; nothing written yet."""
 
@@ -105,6 +116,8 @@ class Authority:
         self._writer = BatchWriter(engine)
         # Called after a commit that wrote transparency-log entries (the service wakes its sequencer).
         self.log_wake: Callable[[], None] = _nothing
+        # Set by the service (provision.sigstore): builds evidence-profile certificates with their SCT.
+        self.evidence: Callable[[ValidatedRequest, datetime, int], Built] | None = None
 
     def close(self) -> None:
         self._writer.close()
@@ -237,8 +250,10 @@ class Authority:
             self._refusal(actor, action, exc, target=serial).result()
             raise
         self.log_wake()
-        # Regenerated at once so relying parties fetching the CRL see the revocation.
-        self.status.crl(view.issuer_id)
+        # Regenerated at once so relying parties fetching the CRL see the revocation. Evidence-signing
+        # certificates are short-lived and name no CRL (as Fulcio's): their CA publishes none.
+        if view.issuer_id in self.cas.issuing_ids():
+            self.status.crl(view.issuer_id)
         return view
 
     # -- internals ------------------------------------------------------------------------------
@@ -248,14 +263,22 @@ class Authority:
     ) -> Prepared:
         """Sign and build the rows to store; nothing is written here. Serials are 159 random bits, so a
         collision (which the primary key would refuse) is not worth a retry path."""
-        issuer_id, issuer = self.cas.active()
-        urls = IssuerUrls(
-            crl_url=f"{self.config.public_url}/v1/ca/authorities/{issuer_id}/crl",
-            ocsp_url=f"{self.config.public_url}/v1/ocsp",
-        )
-        subject = (request.uri_sans or request.dns_sans or ("",))[0]
         now = self._clock()
-        certificate = issue_certificate(issuer, request, now=now, serial=self._serials(), urls=urls)
+        if request.profile.name is ProfileName.EVIDENCE:
+            # Evidence-signing certificates carry an SCT: precertificate, CT key, final certificate.
+            if self.evidence is None:
+                raise errors.ProfileViolation("evidence-signing certificates need the service's CT log")
+            built = self.evidence(request, now, self._serials())
+        else:
+            issuer_id, issuer = self.cas.active()
+            urls = IssuerUrls(
+                crl_url=f"{self.config.public_url}/v1/ca/authorities/{issuer_id}/crl",
+                ocsp_url=f"{self.config.public_url}/v1/ocsp",
+            )
+            certificate = issue_certificate(issuer, request, now=now, serial=self._serials(), urls=urls)
+            built = Built(issuer_id, issuer, certificate, [])
+        issuer_id, issuer, certificate = built.issuer_id, built.issuer, built.certificate
+        subject = (request.uri_sans or request.dns_sans or ("",))[0]
         # Plain values, not a SQLModel instance: model construction is a visible cost on this hot path.
         view = CertificateView(
             serial=serial_hex(certificate.serial_number),
@@ -304,7 +327,7 @@ class Authority:
             renewed_from=renewed_from,
             at=now,
         )
-        return Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event), logged])
+        return Prepared(view=view, rows=[(_CERTIFICATES, row), (_AUDIT, event), logged, *built.rows])
 
     def _rows(self, prepared: Prepared, idempotency: Pending[CertificateView] | None) -> Rows:
         if idempotency is None:
