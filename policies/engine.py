@@ -104,7 +104,16 @@ class PolicyEngine:
         context: Mapping[str, object] | None,
         entities: EntitySet,
     ) -> Decision:
-        return self.decide_batch(principal, action, (resource,), context, entities)[0]
+        active = self._active
+        request = {
+            "principal": principal.json(),
+            "action": {"type": "Action", "id": action},
+            "resource": resource.json(),
+            "context": json.dumps(dict(context or {})),
+        }
+        # One request: cedarpy's single call, without the batch's list building on either side.
+        result = cedarpy.is_authorized(request, active.handle, entities.handle, schema=self._schema)
+        return _decision(result, resource, active)
 
     def decide_batch(
         self,

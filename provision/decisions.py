@@ -4,19 +4,23 @@ The principal is the authenticated client, never one the request names; its attr
 registration. Each truck's entity is built from live state at the moment of the decision: fleet,
 attestation status and attested-until (none while quarantined), the release it last appraised against
 and whether that release is revoked, its identity certificate's status. Cedar decides (policies/); every
-decision is audited with the state it saw, in one transaction per request.
+decision is audited with the state it saw, and dispatch and tender decisions are appended to the
+transparency log. The rows go through a group commit (provision.writer): concurrent requests share one
+transaction, and each answer is given only after the commit that holds its rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Engine, Table, bindparam, select
+from sqlmodel import Session, SQLModel, col
 
+from policies.engine import Decision
 from policies.entities import (
     ClientKind,
     ClientPrincipal,
@@ -31,6 +35,7 @@ from provision.audit import Actor
 from provision.errors import ClientAuthenticationFailed, UnknownTruck
 from provision.policy_store import PolicyStore
 from provision.tables import (
+    AuditEvent,
     Fleet,
     IssuedCertificate,
     OAuthClient,
@@ -39,9 +44,48 @@ from provision.tables import (
     Truck,
     TruckAttestation,
 )
+from provision.tlog_store import event as tlog_event
+from provision.writer import BatchWriter, Rows
 
 GATE_ACTIONS = ("dispatch", "tender.accept")
 MAX_BATCH = 1000
+_AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
+
+# Built once (the compiled form is cached too): Core selects, with more columns than sqlmodel's typed
+# select takes and no ORM objects to build from them.
+_TRUCKS_QUERY = (
+    select(
+        col(Truck.id),
+        col(Truck.fleet_id),
+        col(Truck.certificate_serial),
+        col(TruckAttestation.status),
+        col(TruckAttestation.release_id),
+        col(TruckAttestation.attested_until),
+        col(TruckAttestation.quarantined),
+        col(IssuedCertificate.status),
+        col(IssuedCertificate.not_after),
+        col(Release.id),
+        col(Release.status),
+        col(Release.model),
+        col(ReleaseKey.revoked_at),
+        col(Fleet.name),
+    )
+    .select_from(Truck)
+    .join(Fleet, col(Fleet.id) == col(Truck.fleet_id))
+    .outerjoin(TruckAttestation, col(TruckAttestation.truck_id) == col(Truck.id))
+    .outerjoin(IssuedCertificate, col(IssuedCertificate.serial) == col(Truck.certificate_serial))
+    .outerjoin(Release, col(Release.id) == col(TruckAttestation.release_id))
+    .outerjoin(ReleaseKey, col(ReleaseKey.id) == col(Release.key_id))
+    .where(col(Truck.id).in_(bindparam("ids", expanding=True)))
+)
+_CLIENT_QUERY = select(
+    col(OAuthClient.kind),
+    col(OAuthClient.organisation),
+    col(OAuthClient.fleets),
+    col(OAuthClient.insurer_policies),
+    col(OAuthClient.global_admin),
+    col(OAuthClient.disabled_at),
+).where(col(OAuthClient.id) == bindparam("client_id"))
 
 
 @dataclass(frozen=True)
@@ -53,7 +97,9 @@ class DecisionView:
     policy_version: str
 
 
-def _client(row: OAuthClient) -> ClientPrincipal:
+def _principal(
+    client_id: str, kind: str, organisation: str, fleets: str, insurer_policies: str, *, global_admin: bool
+) -> ClientPrincipal:
     kinds: dict[str, ClientKind] = {
         "operator": "operator",
         "broker": "broker",
@@ -61,12 +107,18 @@ def _client(row: OAuthClient) -> ClientPrincipal:
         "insurer": "insurer",
     }
     return ClientPrincipal(
-        id=row.id,
-        kind=kinds[row.kind],
-        organisation=row.organisation,
-        fleets=frozenset(json.loads(row.fleets)),
-        insurer_policies=frozenset(json.loads(row.insurer_policies)),
-        global_admin=row.global_admin,
+        id=client_id,
+        kind=kinds[kind],
+        organisation=organisation,
+        fleets=frozenset(json.loads(fleets)),
+        insurer_policies=frozenset(json.loads(insurer_policies)),
+        global_admin=global_admin,
+    )
+
+
+def client_principal(row: OAuthClient) -> ClientPrincipal:
+    return _principal(
+        row.id, row.kind, row.organisation, row.fleets, row.insurer_policies, global_admin=row.global_admin
     )
 
 
@@ -75,31 +127,60 @@ class Decisions:
         self._engine = engine
         self._policies = policies
         self._clock = clock
+        self._writer = BatchWriter(engine)
         # Wakes this process's log sequencer after a commit (set by the service when it runs one).
         self.log_wake: Callable[[], None] = lambda: None
+
+    def close(self) -> None:
+        self._writer.close()
 
     def decide(
         self, actor: Actor, client_id: str, action: str, trucks: Sequence[str], tender: TenderState | None
     ) -> list[DecisionView]:
+        """Decide, and return once the audit rows and log entries are committed (blocks this thread)."""
+        views, rows = self.prepare(actor, client_id, action, trucks, tender)
+        self._writer.write(rows)
+        self._committed(action)
+        return views
+
+    async def decide_async(
+        self, actor: Actor, client_id: str, action: str, trucks: Sequence[str], tender: TenderState | None
+    ) -> list[DecisionView]:
+        """`decide` for the event loop: reads and Cedar in a worker thread, then the commit awaited
+        without holding a thread, so many requests wait on one group commit together."""
+        views, rows = await asyncio.to_thread(self.prepare, actor, client_id, action, trucks, tender)
+        await asyncio.wrap_future(self._writer.submit(rows))
+        self._committed(action)
+        return views
+
+    def _committed(self, action: str) -> None:
+        if action in GATE_ACTIONS:
+            self.log_wake()
+
+    def prepare(
+        self, actor: Actor, client_id: str, action: str, trucks: Sequence[str], tender: TenderState | None
+    ) -> tuple[list[DecisionView], Rows]:
+        """The decisions and the rows that record them (audit; log entries for gate actions)."""
         now = self._clock()
-        with Session(self._engine) as session:
-            client = session.get(OAuthClient, client_id)
+        # Read-only: one query for the client, one for every truck's state (whatever the batch size).
+        with self._engine.connect() as conn:
+            client = conn.execute(_CLIENT_QUERY, {"client_id": client_id}).first()
             if client is None or client.disabled_at is not None:
                 raise ClientAuthenticationFailed("the client is not registered or is disabled")
-            states = [self._truck_state(session, truck_id, now) for truck_id in trucks]
-            fleets = {
-                row.id: row
-                for row in session.exec(select(Fleet).where(col(Fleet.id).in_({s.fleet for s in states})))
-            }
-            releases = {s.release for s in states if s.release}
-            release_rows = (
-                session.exec(select(Release).where(col(Release.id).in_(releases))).all() if releases else []
+            principal = _principal(
+                client_id,
+                client.kind,
+                client.organisation,
+                client.fleets,
+                client.insurer_policies,
+                global_admin=bool(client.global_admin),
             )
-        principal = _client(client)
+            live = LiveState.read(conn, trucks)
+        states = [live.truck_state(truck_id, now) for truck_id in trucks]
         records = [principal.entity()]
-        records += [FleetState(f.id, f.name).entity() for f in fleets.values()]
-        records += [ReleaseState(r.id, r.model, r.status != "active").entity() for r in release_rows]
-        records += [s.entity() for s in states]
+        records += [FleetState(fleet, name).entity() for fleet, name in live.fleets.items()]
+        records += [ReleaseState(r, m, revoked).entity() for r, (m, revoked) in live.releases.items()]
+        records += [s.entity() for s in live.unique(states)]
         if tender is not None:
             records.append(tender.entity())
         policies = self._policies.engine
@@ -107,73 +188,154 @@ class Decisions:
         decisions = policies.decide_batch(
             principal.ref, action, [s.ref for s in states], gate_context(now, tender), entities
         )
-        views = [
-            DecisionView(
-                truck=state.id,
-                allowed=decision.allowed,
-                reasons=decision.reasons,
-                evaluated={
-                    "attestation_status": state.attestation_status,
-                    "attested_until": state.attested_until.isoformat() if state.attested_until else None,
-                    "quarantined": state.quarantined,
-                    "release": state.release,
-                    "release_revoked": state.release_revoked,
-                    "certificate_status": state.certificate_status,
-                },
-                policy_version=decision.policy_version,
-            )
-            for state, decision in zip(states, decisions, strict=True)
-        ]
-        with Session(self._engine) as session:
-            for view in views:
-                detail = {
-                    "client": client_id,
-                    "allowed": view.allowed,
-                    "reasons": list(view.reasons),
-                    "tender": tender.id if tender else None,
-                    "policy_version": view.policy_version,
-                    **view.evaluated,
-                }
-                audit.record(
-                    session,
-                    audit.values(actor, f"decision.{action}", at=now, target=view.truck, detail=detail),
-                )
-            session.commit()
-        return views
+        views = [_view(state, decision) for state, decision in zip(states, decisions, strict=True)]
+        return views, _rows(actor, client_id=client_id, action=action, tender=tender, views=views, now=now)
 
-    @staticmethod
-    def _truck_state(session: Session, truck_id: str, now: datetime) -> TruckState:
-        truck = session.get(Truck, truck_id)
-        if truck is None:
-            raise UnknownTruck(f"no truck {truck_id[:64]!r}")
-        state = session.get(TruckAttestation, truck_id)
-        certificate = (
-            session.get(IssuedCertificate, truck.certificate_serial) if truck.certificate_serial else None
+
+def _rows(
+    actor: Actor,
+    *,
+    client_id: str,
+    action: str,
+    tender: TenderState | None,
+    views: Sequence[DecisionView],
+    now: datetime,
+) -> Rows:
+    """Every decision audited with the state it saw; dispatch and tender decisions also go to the
+    transparency log (sequenced after the commit), so an insurer can later check the truck was attested
+    when it was dispatched."""
+    rows: Rows = []
+    for position, view in enumerate(views):
+        detail = {
+            "client": client_id,
+            "allowed": view.allowed,
+            "reasons": list(view.reasons),
+            "tender": tender.id if tender else None,
+            "policy_version": view.policy_version,
+            **view.evaluated,
+        }
+        rows.append(
+            (_AUDIT, audit.values(actor, f"decision.{action}", at=now, target=view.truck, detail=detail))
         )
-        if certificate is None:
-            certificate_status = "none"
-        elif certificate.status != "valid":
-            certificate_status = certificate.status
-        else:
-            certificate_status = "valid" if certificate.not_after > now else "expired"
-        release_revoked = False
-        if state is not None and state.release_id:
-            release = session.get(Release, state.release_id)
-            key = session.get(ReleaseKey, release.key_id) if release else None
-            release_revoked = (
-                release is None
-                or release.status != "active"
-                or (key is not None and key.revoked_at is not None)
+        if action in GATE_ACTIONS:
+            # Time, request id and position keep two identical answers apart: the log dedups entries by
+            # leaf hash, and each decision must be its own entry.
+            document = {
+                **detail,
+                "truck": view.truck,
+                "decision": "allow" if view.allowed else "deny",
+                "decided_at": now.isoformat(),
+                "request_id": actor.request_id,
+                "position": position,  # a batch may name a truck twice
+            }
+            table: Table
+            table, row = tlog_event(f"decision.{action}", document, now)
+            rows.append((table, row))
+    return rows
+
+
+def _view(state: TruckState, decision: Decision) -> DecisionView:
+    return DecisionView(
+        truck=state.id,
+        allowed=decision.allowed,
+        reasons=decision.reasons,
+        evaluated={
+            "attestation_status": state.attestation_status,
+            "attested_until": state.attested_until.isoformat() if state.attested_until else None,
+            "quarantined": state.quarantined,
+            "release": state.release,
+            "release_revoked": state.release_revoked,
+            "certificate_status": state.certificate_status,
+        },
+        policy_version=decision.policy_version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _TruckRow:
+    id: str
+    fleet: str
+    certificate_serial: str | None
+    attestation_status: str | None  # None: never attested
+    release_id: str | None
+    attested_until: datetime | None
+    quarantined: bool
+    certificate_status: str | None  # None: no certificate row
+    certificate_not_after: datetime | None
+    release_found: bool
+    release_status: str | None
+    key_revoked: bool
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What a batch of decisions reads about its trucks, in one joined query rather than several per
+    truck: the truck, its attestation, certificate, release and release key, and its fleet's name."""
+
+    trucks: dict[str, _TruckRow]
+    fleets: dict[str, str]  # id -> name
+    releases: dict[str, tuple[str, bool]]  # id -> (model, revoked)
+
+    @classmethod
+    def read(cls, source: Session | Connection, truck_ids: Sequence[str]) -> LiveState:
+        conn = source.connection() if isinstance(source, Session) else source
+        wanted = set(truck_ids)
+        trucks: dict[str, _TruckRow] = {}
+        fleets: dict[str, str] = {}
+        releases: dict[str, tuple[str, bool]] = {}
+        for row in conn.execute(_TRUCKS_QUERY, {"ids": sorted(wanted)}):
+            (truck, fleet, serial, status, release_id, until, quarantined) = row[:7]
+            (cert_status, not_after, found_release, release_status, model, key_revoked_at, fleet_name) = row[
+                7:
+            ]
+            trucks[truck] = _TruckRow(
+                id=truck,
+                fleet=fleet,
+                certificate_serial=serial,
+                attestation_status=status,
+                release_id=release_id,
+                attested_until=until,
+                quarantined=bool(quarantined),
+                certificate_status=cert_status,
+                certificate_not_after=not_after,
+                release_found=found_release is not None,
+                release_status=release_status,
+                key_revoked=key_revoked_at is not None,
             )
-        quarantined = state.quarantined if state else False
+            fleets[fleet] = fleet_name
+            if found_release is not None:
+                releases[found_release] = (model, release_status != "active")
+        missing = next((t for t in truck_ids if t not in trucks), None)
+        if missing is not None:
+            raise UnknownTruck(f"no truck {missing[:64]!r}")
+        return cls(trucks=trucks, fleets=fleets, releases=releases)
+
+    def truck_state(self, truck_id: str, now: datetime) -> TruckState:
+        row = self.trucks[truck_id]
+        if row.certificate_status is None or row.certificate_not_after is None:
+            certificate_status = "none"
+        elif row.certificate_status != "valid":
+            certificate_status = row.certificate_status
+        else:
+            certificate_status = "valid" if row.certificate_not_after > now else "expired"
+        attested = row.attestation_status is not None
+        # A release it appraised against that is gone, withdrawn, or signed by a revoked key.
+        release_revoked = bool(row.release_id) and (
+            not row.release_found or row.release_status != "active" or row.key_revoked
+        )
         return TruckState(
-            id=truck.id,
-            fleet=truck.fleet_id,
-            attestation_status=state.status if state else None,
-            attested_until=None if state is None or quarantined else state.attested_until,
-            quarantined=quarantined,
+            id=row.id,
+            fleet=row.fleet,
+            attestation_status=row.attestation_status,
+            attested_until=None if not attested or row.quarantined else row.attested_until,
+            quarantined=row.quarantined,
             certificate_status=certificate_status,
             autonomy_mode="unknown",
-            release=state.release_id if state else None,
+            release=row.release_id if attested else None,
             release_revoked=release_revoked,
         )
+
+    @staticmethod
+    def unique(states: Sequence[TruckState]) -> list[TruckState]:
+        """One entity per truck even when a batch names a truck twice (Cedar refuses duplicates)."""
+        return list({s.id: s for s in states}.values())
