@@ -50,6 +50,12 @@ def add_agent_commands(sub: Any) -> None:
     enroll.add_argument(
         "--state", metavar="DIR", type=Path, default=Path("agent-state"), help="new state dir (%(default)s)"
     )
+    enroll.add_argument(
+        "--event-log",
+        metavar="FILE",
+        type=Path,
+        help="this boot's measured-boot event log (`agent boot` writes one), for the first quote",
+    )
 
     boot = agent_sub.add_parser(
         "boot",
@@ -83,3 +89,39 @@ def add_agent_commands(sub: Any) -> None:
         if name == "attest":
             command.add_argument("--purpose", choices=["attest", "dispatch"], default="attest")
             command.add_argument("--tender", metavar="ID", help="bind the quote to this tender")
+    submit = agent_sub.add_parser(
+        "submit",
+        help="sign a mission manifest or telemetry snapshot with the TPM identity key, log it, "
+        "verify and print the receipt (JSON)",
+        description="Exit status: 0 logged and verified, 1 failed (server unreachable, receipt does "
+        "not verify), 2 refused by the server or bad arguments, 3 TPM error. The log key is pinned "
+        "in DIR/statements.json on first use unless --log-key gives it.",
+    )
+    _tpm_and_server(submit)
+    submit.add_argument(
+        "--state", metavar="DIR", type=Path, default=Path("agent-state"), help="state dir (%(default)s)"
+    )
+    submit.add_argument("--kind", choices=["mission_manifest", "telemetry_snapshot"], required=True)
+    submit.add_argument(
+        "--payload", metavar="FILE", type=Path, required=True, help="the payload (stays local)"
+    )
+    submit.add_argument(
+        "--name", metavar="NAME", help="the payload's name in the statement (default: file name)"
+    )
+    submit.add_argument(
+        "--log-key", metavar="VKEY", help="the log's verifier key to trust (default: pinned on first use)"
+    )
+    evidence = agent_sub.add_parser(
+        "evidence-cert",
+        help="get an evidence-signing certificate (Sigstore profile) for the TPM identity key; keep it in "
+        "the state dir so `agent submit` sends it and the statements can be exported for Sigstore",
+        description="Exit status: 0 issued and kept, 1 failed (server unreachable, bad certificate), "
+        "2 refused by the server or bad arguments, 3 TPM error.",
+    )
+    _tpm_and_server(evidence)
+    evidence.add_argument(
+        "--state", metavar="DIR", type=Path, default=Path("agent-state"), help="state dir (%(default)s)"
+    )
+    evidence.add_argument(
+        "--ttl", metavar="SECONDS", type=int, help="validity in seconds (default: the authority's, 24 h)"
+    )

@@ -13,23 +13,27 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from api.auth import SECURITY_COMPONENTS
-from api.client_auth import CLIENT_SCHEME, CLIENT_SECURITY_SCHEME
+from api.authorize import Refused, authorize, handle_refused
 from api.controllers.attestation import AttestationController, jwks
 from api.controllers.ca import CaController, OcspController
 from api.controllers.certificates import CertificateController
 from api.controllers.decisions import decide, decide_batch
 from api.controllers.enrollment import EnrollmentController
+from api.controllers.evidence import EvidenceController
 from api.controllers.fleets import FleetController, TruckController
 from api.controllers.health import health, readiness
 from api.controllers.log import LogController, handle_tlog_error
-from api.controllers.oauth import ClientController, metadata, token
+from api.controllers.oauth import ClientController, metadata, rotate_access_token_key, token
 from api.controllers.policies import PolicyController
 from api.controllers.releases import ReleaseController, ReleaseKeyController
+from api.controllers.sigstore import SigstoreController
+from api.controllers.statements import StatementController
+from api.controllers.truck_sigstore import TruckSigstoreController
 from api.middleware import RequestIdMiddleware, configure_logging
 from api.problems import handle_domain_error, handle_http_exception, handle_unexpected
+from api.scopes import SECURITY_COMPONENTS
 from api.services import Services
-from api.settings import Settings, with_admin_token
+from api.settings import Settings
 from attest.errors import AttestError
 from pki.errors import PkiError
 from provision.errors import ProvisionError
@@ -45,7 +49,6 @@ class MetricsController(PrometheusController):
 
 def create_app(settings: Settings) -> Litestar:
     configure_logging(settings.log_level)
-    settings = with_admin_token(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -74,17 +77,25 @@ def create_app(settings: Settings) -> Litestar:
             AttestationController,
             jwks,
             LogController,
+            StatementController,
+            SigstoreController,
+            TruckSigstoreController,
+            EvidenceController,
             ClientController,
             token,
             metadata,
+            rotate_access_token_key,
             decide,
             decide_batch,
             PolicyController,
             MetricsController,
         ],
         lifespan=[lifespan],
+        # Every route, including the OpenAPI document, metrics and OPTIONS, is authorized by Cedar.
+        guards=[authorize],
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers={
+            Refused: handle_refused,
             PkiError: handle_domain_error,
             ProvisionError: handle_domain_error,
             AttestError: handle_domain_error,
@@ -98,9 +109,7 @@ def create_app(settings: Settings) -> Litestar:
             version=VERSION,
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
-            components=Components(
-                security_schemes={**SECURITY_COMPONENTS, CLIENT_SCHEME: CLIENT_SECURITY_SCHEME}
-            ),
+            components=Components(security_schemes=SECURITY_COMPONENTS),
             description="Zero-trust identity and attestation authority for autonomous truck fleets.",
         ),
         debug=False,

@@ -130,6 +130,20 @@ class TruckRenewIn(_In):
 
 ScopeName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9:._-]{0,63}$")]
 ClientKindName = Annotated[str, Meta(pattern="^(operator|broker|tms|insurer)$")]
+AuthMethodName = Annotated[str, Meta(pattern="^(client_secret_basic|client_secret_post|private_key_jwt)$")]
+
+
+class JwksIn(msgspec.Struct, kw_only=True):
+    """A public JWKS (RFC 7517 §5); each key is checked by provision.client_keys."""
+
+    keys: Annotated[
+        list[dict[str, Any]],
+        Meta(
+            min_length=1,
+            max_length=10,
+            description="EC P-256/P-384 or RSA >= 2048 public keys, each with a kid; no private members",
+        ),
+    ]
 
 
 class ClientIn(_In):
@@ -144,6 +158,9 @@ class ClientIn(_In):
     )
     global_admin: bool = False
     scopes: Annotated[list[ScopeName], Meta(max_length=32)] = msgspec.field(default_factory=list)
+    # RFC 7591 §2: exactly one way to authenticate; private_key_jwt needs `jwks`, the others get a secret.
+    token_endpoint_auth_method: AuthMethodName = "client_secret_basic"  # noqa: S105 (a method name)
+    jwks: JwksIn | None = None
 
 
 class ClientOut(msgspec.Struct, kw_only=True):
@@ -156,10 +173,19 @@ class ClientOut(msgspec.Struct, kw_only=True):
     global_admin: bool
     scopes: list[str]
     created_at: datetime
+    token_endpoint_auth_method: str
+    jwks: dict[str, list[dict[str, str]]] | None = None  # a private_key_jwt client's public keys
 
 
 class RegisteredClientOut(ClientOut, kw_only=True):
-    client_secret: str  # shown once
+    client_secret: str | None = None  # shown once; none for private_key_jwt
+
+
+class KeyRotationOut(msgspec.Struct, kw_only=True):
+    purpose: str
+    kid: str  # signs every token from now on
+    retired: list[str]  # still verify and stay in the JWKS until published_until
+    published_until: datetime
 
 
 class TenderIn(_In):

@@ -18,15 +18,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from api import verify_cli
 from api.agent_args import add_agent_commands
+from api.scopes import ADMIN, ATTESTATION_READ, DECISIONS, EVIDENCE_READ, FLEETS, SCOPE_DESCRIPTIONS
 from api.services import Services
-from api.settings import Settings, SettingsError, load_settings, parse_duration, to_env, with_admin_token
+from api.settings import Settings, SettingsError, load_settings, parse_duration, to_env
 from attest.release import sign_release_manifest
 from pki.errors import PkiError
 from pki.profiles import ProfileName
 from pki.revocation import RevocationReason
+from policies.engine import read_policy_text
 from provision.audit import Actor
 from provision.authority import CertificateView
+from provision.clients import KINDS
+from provision.errors import ProvisionError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +81,41 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("serial")
     show.add_argument("--pem", action="store_true", help="print only the certificate PEM")
 
+    client = sub.add_parser("client", help="OAuth2 clients").add_subparsers(
+        dest="client_command", required=True
+    )
+    create = client.add_parser(
+        "create",
+        help="register a client straight in the database (bootstrap: the first global-admin operator); "
+        "prints its id and secret once, as JSON",
+    )
+    _common(create)
+    create.add_argument("--kind", required=True, choices=KINDS)
+    create.add_argument("--name", required=True)
+    create.add_argument("--organisation", help="default: the name")
+    create.add_argument("--global-admin", action="store_true", help="operator only: runs the authority")
+    create.add_argument("--fleet", action="append", default=[], help="managed/contracted fleet (repeatable)")
+    create.add_argument("--insurer-policy", action="append", default=[], help="insurer only (repeatable)")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=sorted(SCOPE_DESCRIPTIONS),
+        help="allowed scope (repeatable); default: every scope the kind can use",
+    )
+
+    policy = sub.add_parser("policy", help="Cedar policy set").add_subparsers(
+        dest="policy_command", required=True
+    )
+    _common(
+        policy.add_parser(
+            "reset",
+            help="activate the policy set shipped in policies/ again (recovery after an upload that "
+            "locked every operator out); validated, audited, the uploaded versions are kept",
+        )
+    )
+
     add_agent_commands(sub)
+    verify_cli.add_parser(sub)
     release = sub.add_parser("release", help="release-team tools").add_subparsers(
         dest="release_command", required=True
     )
@@ -102,7 +141,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "workers",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
-    return with_admin_token(load_settings(os.environ, overrides))
+    return load_settings(os.environ, overrides)
 
 
 def _describe(view: CertificateView) -> str:
@@ -127,10 +166,9 @@ def _serve(settings: Settings) -> int:
         # Workers share one listening socket and uvloop accepts a whole burst in whichever process wakes
         # first, so keep-alive clients pile onto one worker; libuv's single-accept mode spreads them.
         os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
-    token_file = settings.data_dir / "secrets" / "admin-token"
     print(
         f"weighstation: serving on http://{settings.host}:{settings.port} (data dir {settings.data_dir}; "
-        f"operator token in {token_file} unless WEIGHSTATION_ADMIN_TOKEN is set)",
+        "operators are OAuth2 clients: `weighstation client create --kind operator --global-admin`)",
         file=sys.stderr,
     )
     uvicorn.run(
@@ -143,6 +181,9 @@ def _serve(settings: Settings) -> int:
         http="httptools",
         log_level="warning",
         access_log=False,
+        # The peer address decides whether a forwarded client certificate is believed
+        # (WEIGHSTATION_TRUSTED_PROXIES): never let X-Forwarded-For rewrite it.
+        proxy_headers=False,
     )
     return 0
 
@@ -169,11 +210,54 @@ def _sign_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_scopes(kind: str, global_admin: bool) -> list[str]:
+    """Every scope a client of this kind can put to use under the shipped policies."""
+    if kind == "operator":
+        return [ADMIN, FLEETS, ATTESTATION_READ] if global_admin else [FLEETS, ATTESTATION_READ]
+    if kind in ("broker", "tms"):
+        return [DECISIONS, ATTESTATION_READ]
+    return [EVIDENCE_READ]
+
+
+def _create_client(services: Services, actor: Actor, args: argparse.Namespace) -> int:
+    if args.global_admin and args.kind != "operator":
+        raise ValueError("--global-admin is for operators only")
+    if args.insurer_policy and args.kind != "insurer":
+        raise ValueError("--insurer-policy is for insurers only")
+    scopes = args.scope if args.scope else default_scopes(args.kind, args.global_admin)
+    registered = services.clients.register(
+        actor,
+        name=args.name,
+        kind=args.kind,
+        organisation=args.organisation or args.name,
+        fleets=args.fleet,
+        insurer_policies=args.insurer_policy,
+        global_admin=args.global_admin,
+        scopes=scopes,
+    )
+    view = registered.client
+    body = {
+        "client_id": view.client_id,
+        "client_secret": registered.secret,
+        "kind": view.kind,
+        "name": view.name,
+        "organisation": view.organisation,
+        "global_admin": view.global_admin,
+        "fleets": list(view.fleets),
+        "insurer_policies": list(view.insurer_policies),
+        "scopes": list(view.scopes),
+    }
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "agent":
         return _agent(args)
     if args.command == "release":
         return _sign_release(args)
+    if args.command == "verify":
+        return verify_cli.run(args)
     settings = _settings(args)
     if args.command == "serve":
         return _serve(settings)
@@ -181,6 +265,12 @@ def _run(args: argparse.Namespace) -> int:
     services = Services.open(settings)
     try:
         authority = services.authority
+        if args.command == "client":
+            return _create_client(services, actor, args)
+        if args.command == "policy":
+            policies = services.policies.upload(actor, read_policy_text())
+            print(f"active policy set: {policies.version} (shipped)")
+            return 0
         if args.command == "ca":
             if args.ca_command == "rotate":
                 ca_view = authority.cas.rotate(actor)
@@ -226,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"weighstation: configuration error: {exc}", file=sys.stderr)
         return 2
-    except PkiError as exc:
+    except (PkiError, ProvisionError) as exc:
         print(f"weighstation: refused ({exc.code}): {exc.reason}", file=sys.stderr)
         return 1
     except ValueError as exc:

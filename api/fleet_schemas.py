@@ -28,6 +28,14 @@ Label = Annotated[str, Meta(min_length=1, max_length=128)]
 Der = Annotated[bytes, Meta(min_length=1, max_length=8192, description="DER certificate, base64")]
 TpmPublic = Annotated[bytes, Meta(min_length=1, max_length=1024, description="TPMT_PUBLIC, base64")]
 TpmBlob = Annotated[bytes, Meta(min_length=1, max_length=2048, description="TPM structure, base64")]
+QuoteBlob = Annotated[bytes, Meta(min_length=1, max_length=4096, description="TPMS_ATTEST, base64")]
+PcrValues = Annotated[
+    dict[Annotated[str, Meta(pattern=r"^[0-9]{1,2}$")], Annotated[bytes, Meta(max_length=64)]],
+    Meta(max_length=24, description="PCR index → value, base64"),
+]
+EventLogBlob = Annotated[
+    bytes, Meta(min_length=1, max_length=1_000_000, description="TCG crypto-agile event log, base64")
+]
 
 
 class _In(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +51,40 @@ class FleetOut(msgspec.Struct, kw_only=True):
     id: str
     name: str
     created_at: datetime
+
+
+PolicyNumber = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$",
+        description="Insurance policy number, as insurers' clients carry it in `insurer_policies`",
+    ),
+]
+AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with a UTC offset")]
+
+
+class CoverIn(_In):
+    policy_number: PolicyNumber
+    valid_from: AwareTime
+    # Exclusive; absent or null: the cover has no end date yet.
+    valid_until: AwareTime | None = None
+
+
+class CoverageIn(_In):
+    """A fleet's whole coverage, past covers included: it replaces the recorded list."""
+
+    policies: Annotated[list[CoverIn], Meta(max_length=256)]
+
+
+class CoverOut(msgspec.Struct, kw_only=True):
+    policy_number: str
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+class CoverageOut(msgspec.Struct, kw_only=True):
+    fleet: str
+    policies: list[CoverOut]
 
 
 class TruckIn(_In):
@@ -108,6 +150,10 @@ class ChallengeOut(msgspec.Struct, kw_only=True):
     encrypted_secret: bytes
     certify_nonce: bytes
     expires_at: datetime
+    # The first quote: extraData to carry, bank and PCRs to quote (null when none is asked for).
+    quote_nonce: bytes | None = None
+    quote_bank: str | None = None
+    quote_pcrs: list[int] = msgspec.field(default_factory=list)
 
 
 class EnrollmentActivateIn(_In):
@@ -116,6 +162,12 @@ class EnrollmentActivateIn(_In):
     certify_info: TpmBlob
     certify_signature: TpmBlob
     csr: Pem
+    # The first quote by the AK being enrolled over quote_nonce, with the PCR values and the
+    # measured-boot event log: all four, or none (refused where the authority asks for one).
+    quote: QuoteBlob | None = None
+    quote_signature: TpmBlob | None = None
+    pcr_values: PcrValues | None = None
+    event_log: EventLogBlob | None = None
 
 
 class EnrollmentOut(msgspec.Struct, kw_only=True):

@@ -31,6 +31,7 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     instance: str = ""
     request_id: str = ""
     errors: list[dict[str, Any]] | None = None
+    reasons: list[str] | None = None  # an authorization refusal: the @ids of the deciding policies
 
 
 _KIND_STATUS = {
@@ -72,6 +73,7 @@ def problem_response(
     *,
     headers: dict[str, str] | None = None,
     extra_errors: list[dict[str, Any]] | None = None,
+    reasons: list[str] | None = None,
 ) -> Response[bytes]:
     body = Problem(
         type=_TYPE_PREFIX + code,
@@ -82,6 +84,7 @@ def problem_response(
         instance=request.url.path,
         request_id=request_id_var.get(),
         errors=extra_errors,
+        reasons=reasons,
     )
     return Response(
         msgspec.json.encode(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers

@@ -16,23 +16,31 @@ from pki.errors import PkiError
 from pki.signer import KeyBackend
 from policies.engine import PolicyEngine
 from provision import audit
+from provision.access import RouteAccess
 from provision.attestation import Attestation, AttestationPolicy
 from provision.audit import Actor
 from provision.authority import Authority, utcnow
 from provision.clients import ACCESS, Clients
 from provision.config import AuthorityConfig
+from provision.coverage import FleetCoverage
 from provision.db import make_engine, ping
 from provision.decisions import Decisions
 from provision.enrollment import Enrollment, ManufacturerTrust
+from provision.evidence import EvidenceBundles
+from provision.evidence_certificates import TruckEvidenceCertificates
 from provision.fleets import FleetRegistry
 from provision.keys import open_key_backend
 from provision.migrate import upgrade_to_head
 from provision.policy_store import PolicyStore
 from provision.releases import Releases
 from provision.renewal import TruckRenewal
+from provision.sigstore import Sigstore
+from provision.statement_sigstore import StatementSigstore
+from provision.statements import Statements
 from provision.tlog_store import TransparencyLog
 from provision.token_keys import TokenKeys
 from provision.tokens import EnrollmentTokens
+from provision.truck_requests import TruckRequests
 
 log = logging.getLogger("weighstation.audit")
 
@@ -53,7 +61,15 @@ class Services:
     clients: Clients
     policies: PolicyStore
     decisions: Decisions
+    access: RouteAccess
     log: TransparencyLog
+    statements: Statements
+    truck_requests: TruckRequests
+    evidence: EvidenceBundles
+    coverage: FleetCoverage
+    sigstore: Sigstore | None = None
+    evidence_certificates: TruckEvidenceCertificates | None = None
+    statement_sigstore: StatementSigstore | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, bootstrap: bool = True) -> Services:
@@ -86,12 +102,21 @@ class Services:
         policies = PolicyStore(engine, PolicyEngine.from_directory(), clock=utcnow)
         token_keys = TokenKeys(engine, keys, clock=utcnow)
         attestation = Attestation(engine, releases, token_keys, attestation_policy(settings), clock=utcnow)
+        transparency_log = TransparencyLog(
+            engine,
+            keys,
+            origin=settings.effective_log_origin,
+            algorithm=settings.log_key_algorithm,
+            clock=utcnow,
+        )
+        statements = Statements(engine, authority, transparency_log, clock=utcnow)
         services = cls(
             settings=settings,
             engine=engine,
             keys=keys,
             authority=authority,
             fleets=FleetRegistry(engine, trust_domain=settings.trust_domain, clock=utcnow),
+            coverage=FleetCoverage(engine, clock=utcnow),
             tokens=tokens,
             enrollment=Enrollment(
                 engine,
@@ -100,6 +125,8 @@ class Services:
                 trust,
                 challenge_ttl=settings.enrollment_challenge_ttl,
                 clock=utcnow,
+                attestation=attestation if settings.enrollment_first_quote else None,
+                require_release=settings.enrollment_require_release,
             ),
             releases=releases,
             token_keys=token_keys,
@@ -110,18 +137,32 @@ class Services:
                 issuer=settings.public_url.rstrip("/"),
                 token_ttl=settings.access_token_ttl,
                 clock=utcnow,
+                clock_skew=settings.clock_skew,
             ),
             policies=policies,
             decisions=Decisions(engine, policies, clock=utcnow),
+            access=RouteAccess(engine, policies, clock=utcnow),
             renewal=TruckRenewal(
                 engine, authority, attestation, window=settings.renewal_attestation_window, clock=utcnow
             ),
-            log=TransparencyLog(
+            log=transparency_log,
+            statements=statements,
+            evidence=EvidenceBundles(
                 engine,
-                keys,
-                origin=settings.effective_log_origin,
-                algorithm=settings.log_key_algorithm,
+                authority,
+                statements,
+                transparency_log,
+                token_keys,
+                result_issuer=settings.public_url.rstrip("/"),
                 clock=utcnow,
+            ),
+            truck_requests=TruckRequests(
+                engine,
+                authority.cas.authorities,
+                trust_domain=settings.trust_domain,
+                audience=settings.public_url.rstrip("/"),
+                clock=utcnow,
+                leeway=settings.clock_skew,
             ),
         )
         if bootstrap:
@@ -130,6 +171,15 @@ class Services:
                 token_keys.ensure(Actor("system"))
                 token_keys.ensure(Actor("system"), ACCESS)
                 services.log.ensure(Actor("system"))
+                services.sigstore = Sigstore(
+                    engine, keys, authority, services.log, settings.data_dir / "sigstore", clock=utcnow
+                )
+                services.sigstore.ensure(Actor("system"))
+                services.evidence_certificates = TruckEvidenceCertificates(engine, authority, clock=utcnow)
+                services.statement_sigstore = StatementSigstore(
+                    engine, services.sigstore, services.log, clock=utcnow
+                )
+                statements.sigstore = services.statement_sigstore
             except BaseException:
                 services.close()
                 raise
@@ -147,6 +197,7 @@ class Services:
     def close(self) -> None:
         self.log.close()
         self.authority.close()
+        self.decisions.close()
         self.keys.close()
         self.engine.dispose()
 
@@ -165,15 +216,24 @@ class Services:
             checks["keys"] = f"unavailable: {type(exc).__name__}"
         return checks
 
-    def audit_refusal(self, request: Request[Any, Any, Any], *, code: str, reason: str) -> None:
+    def audit_refusal(
+        self,
+        request: Request[Any, Any, Any],
+        *,
+        code: str,
+        reason: str,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> None:
         try:
             audit.record_refusal(
                 self.engine,
                 actor_of(request),
-                f"{request.method} {request.url.path}"[:64],
+                action or f"{request.method} {request.url.path}"[:64],
                 at=utcnow(),
                 code=code,
                 reason=reason,
+                target=target,
             )
         except SQLAlchemyError:
             # The refusal still goes out; the log line carries what the audit row would have.

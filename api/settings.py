@@ -6,6 +6,7 @@ factory, and the resulting frozen object is passed down.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -50,7 +51,6 @@ class Settings:
     vault_token: str = field(default="", repr=False)
     vault_mount: str = "transit"
     key_passphrase: str = field(default="", repr=False)
-    admin_token: str = field(default="", repr=False)
     trust_domain: str = "weighstation.local"
     ca_key_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
     root_ca_ttl: timedelta = timedelta(days=3650)
@@ -71,6 +71,11 @@ class Settings:
     enrollment_token_key: str = field(default="", repr=False)
     enrollment_token_ttl: timedelta = timedelta(minutes=15)
     enrollment_challenge_ttl: timedelta = timedelta(minutes=5)
+    # A first quote must pass before the identity certificate is issued (DESIGN.md flow 3); false only
+    # while a deployment's trucks cannot yet boot measured. A model without any golden release refuses
+    # enrollment unless enrollment_require_release is false (then: enrolled, attested "warning").
+    enrollment_first_quote: bool = True
+    enrollment_require_release: bool = True
     # Attestation: the PCRs every quote must cover (the authority's choice, never the truck's), how long
     # a nonce and a result last, and whether a passing attestation lifts a quarantine by itself.
     attestation_bank: str = "sha256"
@@ -84,6 +89,13 @@ class Settings:
     log_origin: str = ""
     log_key_algorithm: KeyAlgorithm = KeyAlgorithm.ED25519
     access_token_ttl: timedelta = timedelta(minutes=5)
+    # Clock skew tolerated between us and clients (assertion iat/nbf/exp) and added to a retired
+    # access-token key's overlap after a rotation.
+    clock_skew: timedelta = timedelta(seconds=30)
+    # mTLS through a reverse proxy: the peers (CIDRs) whose client-certificate header is believed, and
+    # that header (URL-escaped PEM, as nginx's $ssl_client_escaped_cert gives). Empty: believe none.
+    trusted_proxies: str = ""
+    client_cert_header: str = "X-Forwarded-Client-Cert"
 
     @property
     def attestation_pcr_list(self) -> tuple[int, ...]:
@@ -93,6 +105,13 @@ class Settings:
             low, _, high = part.strip().partition("-")
             pcrs.update(range(int(low), int(high or low) + 1))
         return tuple(sorted(pcrs))
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """'10.0.0.0/8, ::1/128' → the networks; a bare address is a /32 (/128)."""
+        return tuple(
+            ipaddress.ip_network(part.strip()) for part in self.trusted_proxies.split(",") if part.strip()
+        )
 
     @property
     def effective_database_url(self) -> str:
@@ -144,6 +163,16 @@ class Settings:
         ):
             if getattr(self, name) <= timedelta(0):
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
+        try:
+            self.trusted_proxy_networks  # noqa: B018 -- parsed here so a typo stops the start
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}TRUSTED_PROXIES={self.trusted_proxies!r}: {exc}") from None
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.client_cert_header):
+            raise SettingsError(
+                f"{PREFIX}CLIENT_CERT_HEADER={self.client_cert_header!r}: an HTTP header name"
+            )
+        if self.clock_skew > timedelta(minutes=5):
+            raise SettingsError(f"{PREFIX}CLOCK_SKEW: at most 5m")
         if self.enrollment_token_ttl > timedelta(days=1):
             raise SettingsError(f"{PREFIX}ENROLLMENT_TOKEN_TTL: at most 24h (tokens are short-lived)")
         if self.enrollment_token_key and len(self.enrollment_token_key) < 32:
@@ -183,6 +212,12 @@ def _convert(name: str, raw: str, default: object) -> object:
 
 def load_settings(env: Mapping[str, str], overrides: Mapping[str, object] | None = None) -> Settings:
     """Build settings from `WEIGHSTATION_*` variables, then apply CLI overrides (already typed)."""
+    if env.get(PREFIX + "ADMIN_TOKEN"):
+        # Refused rather than ignored: whoever set it believes a token guards the operator calls.
+        raise SettingsError(
+            f"{PREFIX}ADMIN_TOKEN is no longer supported: operators are OAuth2 clients; create the "
+            "first one with `weighstation client create --kind operator --name NAME --global-admin`"
+        )
     values: dict[str, Any] = {}
     defaults = Settings()
     for f in fields(Settings):
@@ -207,14 +242,6 @@ def to_env(settings: Settings) -> dict[str, str]:
         text = f"{int(value.total_seconds())}s" if isinstance(value, timedelta) else str(value)
         env[PREFIX + f.name.upper()] = text
     return env
-
-
-def with_admin_token(settings: Settings) -> Settings:
-    """Use the configured admin token, or one generated once into the data dir (0600)."""
-    if settings.admin_token:
-        return settings
-    token = load_or_create_passphrase(settings.data_dir / "secrets" / "admin-token").decode()
-    return replace(settings, admin_token=token)
 
 
 def enrollment_token_key(settings: Settings) -> bytes:

@@ -19,11 +19,11 @@ from api.attest_schemas import (
     StatusOut,
     TruckRenewIn,
 )
-from api.auth import OPERATOR, require_admin
 from api.controllers.enrollment import enrolled_out
 from api.fleet_schemas import EnrollmentOut
 from api.metrics import certificates_issued
 from api.problems import problems
+from api.scopes import NEEDS_FLEETS, NEEDS_STATUS_READ, TRUCK_SELF
 from api.services import actor_of, services_of
 from provision.attestation import Evidence, ResultView, StatusView
 
@@ -67,6 +67,7 @@ class AttestationController(Controller):
     @post(
         "/{truck:str}/attestation-nonces",
         operation_id="issueAttestationNonce",
+        security=TRUCK_SELF,
         summary="A single-use nonce for the truck's next quote, with the PCR selection to quote",
         responses=problems(400, 404, 409),
     )
@@ -93,6 +94,7 @@ class AttestationController(Controller):
     @post(
         "/{truck:str}/attestations",
         operation_id="attestTruck",
+        security=TRUCK_SELF,
         summary="Quote, signature, PCR values and event log → signed attestation result",
         responses=problems(400, 403, 404, 409, 410, 422),
     )
@@ -114,6 +116,7 @@ class AttestationController(Controller):
     @post(
         "/{truck:str}/renewals",
         operation_id="renewTruckCertificate",
+        security=TRUCK_SELF,
         summary="Renew the truck certificate: CSR by its TPM identity key, after an affirming attestation",
         responses=problems(400, 403, 404, 409, 422),
     )
@@ -128,11 +131,10 @@ class AttestationController(Controller):
     @get(
         "/{truck:str}/attestation",
         operation_id="getAttestationStatus",
-        guards=[require_admin],
-        security=OPERATOR,
+        security=NEEDS_STATUS_READ,
         sync_to_thread=True,
         summary="The truck's attestation status: attested until, last result, reasons, quarantine",
-        responses=problems(401, 404),
+        responses=problems(401, 403, 404),
     )
     def show(self, request: Request[Any, Any, Any], truck: str = TruckParam) -> StatusOut:
         return _status(services_of(request).attestation.status(truck))
@@ -140,11 +142,10 @@ class AttestationController(Controller):
     @post(
         "/{truck:str}/quarantine/lift",
         operation_id="liftQuarantine",
-        guards=[require_admin],
-        security=OPERATOR,
+        security=NEEDS_FLEETS,
         status_code=200,
         summary="Lift the truck's quarantine (audited); its next attestation decides again",
-        responses=problems(400, 401, 404, 409),
+        responses=problems(400, 401, 403, 404, 409),
     )
     async def lift(self, request: Request[Any, Any, Any], data: LiftIn, truck: str = TruckParam) -> StatusOut:
         services = services_of(request)

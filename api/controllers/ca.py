@@ -10,12 +10,12 @@ from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
-from api.auth import OPERATOR, require_admin
 from api.controllers.convert import authority_out
 from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import ca_rotations
 from api.problems import problems
 from api.schemas import AuthorityOut
+from api.scopes import NEEDS_ADMIN
 from api.services import actor_of, authority_of
 from provision.hierarchy import CaView
 from provision.idempotency import Pending
@@ -75,11 +75,10 @@ class CaController(Controller):
     @post(
         "/rotate",
         operation_id="rotateCa",
-        guards=[require_admin],
-        security=OPERATOR,
+        security=NEEDS_ADMIN,
         status_code=201,
         summary="Rotate the issuing CA; the old one stays trusted until it expires",
-        responses=problems(401, 409, 422, 503),
+        responses=problems(401, 403, 409, 422, 503),
     )
     async def rotate(
         self, request: Request[Any, Any, Any], idempotency_key: str | None = IdempotencyKey

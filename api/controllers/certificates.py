@@ -8,12 +8,12 @@ from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
-from api.auth import OPERATOR, require_admin
 from api.controllers.convert import certificate_out
 from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import certificates_issued, certificates_revoked
 from api.problems import problems
 from api.schemas import CertificateOut, IssueRequest, RenewRequest, RevokeRequest
+from api.scopes import NEEDS_ADMIN
 from api.services import actor_of, authority_of, services_of
 from pki.names import parse_truck_id
 from provision.authority import CertificateView
@@ -46,10 +46,9 @@ class CertificateController(Controller):
     @post(
         "/",
         operation_id="issueCertificate",
-        guards=[require_admin],
-        security=OPERATOR,
+        security=NEEDS_ADMIN,
         summary="Issue a certificate from a CSR under a profile (truck, service, evidence)",
-        responses=problems(400, 401, 413, 422, 503),
+        responses=problems(400, 401, 403, 413, 422, 503),
     )
     async def issue(
         self,
@@ -93,11 +92,10 @@ class CertificateController(Controller):
     @post(
         "/{serial:str}/revoke",
         operation_id="revokeCertificate",
-        guards=[require_admin],
-        security=OPERATOR,
+        security=NEEDS_ADMIN,
         status_code=200,
         summary="Revoke a certificate (RFC 5280 reason)",
-        responses=problems(400, 401, 404, 409, 503),
+        responses=problems(400, 401, 403, 404, 409, 503),
     )
     async def revoke(
         self,
@@ -125,10 +123,9 @@ class CertificateController(Controller):
     @post(
         "/{serial:str}/renew",
         operation_id="renewCertificate",
-        guards=[require_admin],
-        security=OPERATOR,
+        security=NEEDS_ADMIN,
         summary="Renew: same identity and profile, new key allowed",
-        responses=problems(400, 401, 404, 409, 422, 503),
+        responses=problems(400, 401, 403, 404, 409, 422, 503),
     )
     async def renew(
         self,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, post
-from litestar.concurrency import sync_to_thread
 
 from api.attest_schemas import BatchDecisionIn, DecisionIn, DecisionOut, TenderIn
-from api.client_auth import CLIENT, require_client
 from api.problems import problems
+from api.scopes import NEEDS_DECISIONS
 from api.services import actor_of, services_of
 from policies.entities import TenderState
 from provision.decisions import DecisionView
@@ -34,8 +33,7 @@ def _out(view: DecisionView) -> DecisionOut:
 @post(
     "/v1/decisions",
     operation_id="decide",
-    guards=[require_client("decisions")],
-    security=CLIENT,
+    security=NEEDS_DECISIONS,
     tags=["decisions"],
     status_code=200,
     summary="May the calling client dispatch this truck (or accept this tender for it) now?",
@@ -44,8 +42,7 @@ def _out(view: DecisionView) -> DecisionOut:
 async def decide(request: Request[Any, Any, Any], data: DecisionIn) -> DecisionOut:
     services = services_of(request)
     client_id: str = request.state.client_id
-    views = await sync_to_thread(
-        services.decisions.decide,
+    views = await services.decisions.decide_async(
         actor_of(request),
         client_id,
         data.action,
@@ -58,8 +55,7 @@ async def decide(request: Request[Any, Any, Any], data: DecisionIn) -> DecisionO
 @post(
     "/v1/decisions/batch",
     operation_id="decideBatch",
-    guards=[require_client("decisions")],
-    security=CLIENT,
+    security=NEEDS_DECISIONS,
     tags=["decisions"],
     status_code=200,
     summary="The same question for up to 1,000 trucks at once",
@@ -68,8 +64,7 @@ async def decide(request: Request[Any, Any, Any], data: DecisionIn) -> DecisionO
 async def decide_batch(request: Request[Any, Any, Any], data: BatchDecisionIn) -> list[DecisionOut]:
     services = services_of(request)
     client_id: str = request.state.client_id
-    views = await sync_to_thread(
-        services.decisions.decide,
+    views = await services.decisions.decide_async(
         actor_of(request),
         client_id,
         data.action,

@@ -12,15 +12,16 @@ from litestar import Controller, Request, Response, post
 from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
-from api.auth import ENROLLING_TRUCK
 from api.controllers.convert import certificate_pem, chain_pem
 from api.fleet_schemas import ChallengeOut, EnrollmentActivateIn, EnrollmentOut, EnrollmentStartIn
 from api.idempotency import IdempotencyKey, idempotent
 from api.metrics import certificates_issued
 from api.problems import problems
+from api.scopes import ENROLLING_TRUCK, PUBLIC
 from api.services import actor_of, services_of
+from provision.attestation import Evidence
 from provision.enrollment import ActivateRequest, Challenge, Enrolled, StartRequest
-from provision.errors import EnrollmentTokenInvalid
+from provision.errors import EnrollmentTokenInvalid, FirstQuoteRequired
 from provision.idempotency import Pending
 
 EnrollmentParam = Parameter(description="The enrollment id from the start call", max_length=64)
@@ -34,6 +35,9 @@ def _challenge(challenge: Challenge) -> ChallengeOut:
         encrypted_secret=challenge.encrypted_secret,
         certify_nonce=challenge.certify_nonce,
         expires_at=challenge.expires_at,
+        quote_nonce=challenge.quote_nonce,
+        quote_bank=challenge.quote_bank,
+        quote_pcrs=list(challenge.quote_pcrs),
     )
 
 
@@ -99,7 +103,7 @@ class EnrollmentController(Controller):
     @post(
         "/{enrollment_id:str}/activate",
         operation_id="activateEnrollment",
-        security=[],
+        security=PUBLIC,
         summary="Answer the challenge: activated secret, the identity key's Certify, CSR → certificate chain",
         responses=problems(400, 403, 404, 409, 410, 422, 503),
     )
@@ -110,12 +114,25 @@ class EnrollmentController(Controller):
         enrollment_id: str = EnrollmentParam,
         idempotency_key: str | None = IdempotencyKey,
     ) -> Response[EnrollmentOut]:
+        first_quote = (data.quote, data.quote_signature, data.pcr_values, data.event_log)
+        if any(part is not None for part in first_quote) and None in first_quote:
+            raise FirstQuoteRequired("quote, quote_signature, pcr_values and event_log go together")
         answer = ActivateRequest(
             secret=data.secret,
             identity_public=data.identity_public,
             certify_info=data.certify_info,
             certify_signature=data.certify_signature,
             csr=data.csr.encode(),
+            first_quote=(
+                Evidence(
+                    quote=data.quote,
+                    signature=data.quote_signature,
+                    pcr_values={int(k): v for k, v in data.pcr_values.items()},
+                    event_log=data.event_log,
+                )
+                if data.quote and data.quote_signature and data.pcr_values is not None and data.event_log
+                else None
+            ),
         )
 
         async def run(pending: Pending[Enrolled] | None) -> Enrolled:

@@ -1,4 +1,5 @@
-"""Operator calls: fleets, trucks, enrollment tokens and hardware-swap approvals."""
+"""Operator calls: fleets, their insurance coverage, trucks, enrollment tokens and hardware-swap
+approvals."""
 
 from __future__ import annotations
 
@@ -7,15 +8,27 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post, put
 from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
-from api.auth import OPERATOR, require_admin
-from api.fleet_schemas import FleetIn, FleetOut, SwapIn, SwapOut, TokenIn, TokenOut, TruckIn, TruckOut
+from api.fleet_schemas import (
+    CoverageIn,
+    CoverageOut,
+    FleetIn,
+    FleetOut,
+    SwapIn,
+    SwapOut,
+    TokenIn,
+    TokenOut,
+    TruckIn,
+    TruckOut,
+)
 from api.idempotency import IdempotencyKey, idempotent
 from api.problems import problems
+from api.scopes import NEEDS_ADMIN, NEEDS_FLEETS
 from api.services import actor_of, services_of
+from provision.coverage import Cover, CoverageView
 from provision.fleets import FleetView, SwapView, TruckView
 from provision.idempotency import Pending
 
@@ -41,13 +54,21 @@ def _swap(view: SwapView) -> SwapOut:
     return out(view, SwapOut)
 
 
+def _coverage(view: CoverageView) -> CoverageOut:
+    return out(view, CoverageOut)
+
+
 class FleetController(Controller):
     path = "/v1/fleets"
     tags = ("fleets",)
-    guards = (require_admin,)
-    security = OPERATOR
 
-    @post("/", operation_id="createFleet", summary="Create a fleet", responses=problems(400, 401, 409))
+    @post(
+        "/",
+        operation_id="createFleet",
+        security=NEEDS_ADMIN,
+        summary="Create a fleet",
+        responses=problems(400, 401, 403, 409),
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: FleetIn, idempotency_key: str | None = IdempotencyKey
     ) -> Response[FleetOut]:
@@ -65,25 +86,63 @@ class FleetController(Controller):
             render=_fleet,
         )
 
-    @get("/", operation_id="listFleets", sync_to_thread=True, summary="List fleets", responses=problems(401))
+    @get(
+        "/",
+        operation_id="listFleets",
+        security=NEEDS_FLEETS,
+        sync_to_thread=True,
+        summary="List fleets",
+        responses=problems(401, 403),
+    )
     def list_fleets(self, request: Request[Any, Any, Any]) -> list[FleetOut]:
         return [_fleet(view) for view in services_of(request).fleets.fleets()]
 
     @get(
         "/{fleet:str}",
         operation_id="getFleet",
+        security=NEEDS_FLEETS,
         sync_to_thread=True,
         summary="Look up a fleet",
-        responses=problems(401, 404),
+        responses=problems(401, 403, 404),
     )
     def show(self, request: Request[Any, Any, Any], fleet: str = FleetParam) -> FleetOut:
         return _fleet(services_of(request).fleets.fleet(fleet))
 
+    @get(
+        "/{fleet:str}/insurance-policies",
+        operation_id="getFleetInsurancePolicies",
+        security=NEEDS_FLEETS,
+        sync_to_thread=True,
+        summary="The insurance policies covering a fleet, with their validity",
+        responses=problems(401, 403, 404),
+    )
+    def insurance_policies(self, request: Request[Any, Any, Any], fleet: str = FleetParam) -> CoverageOut:
+        return _coverage(services_of(request).coverage.coverage(fleet))
+
+    @put(
+        "/{fleet:str}/insurance-policies",
+        operation_id="setFleetInsurancePolicies",
+        security=NEEDS_FLEETS,
+        sync_to_thread=True,
+        summary="Replace the insurance policies covering a fleet (every cover, past ones included)",
+        description="An insurer's client reads the evidence of a statement when one of its "
+        "`insurer_policies` covered the truck's fleet at the statement's submission: from `valid_from` "
+        "(inclusive) until `valid_until` (exclusive; null: no end yet). Covers of one policy number must "
+        "not overlap. Idempotent: the body is the whole list.",
+        responses=problems(400, 401, 403, 404, 422),
+    )
+    def set_insurance_policies(
+        self, request: Request[Any, Any, Any], data: CoverageIn, fleet: str = FleetParam
+    ) -> CoverageOut:
+        covers = [Cover(c.policy_number, c.valid_from, c.valid_until) for c in data.policies]
+        return _coverage(services_of(request).coverage.replace(actor_of(request), fleet, covers))
+
     @post(
         "/{fleet:str}/trucks",
         operation_id="registerTruck",
+        security=NEEDS_FLEETS,
         summary="Register a truck (VIN, model; optionally pin its EK by SPKI SHA-256)",
-        responses=problems(400, 401, 404, 409),
+        responses=problems(400, 401, 403, 404, 409),
     )
     async def register_truck(
         self,
@@ -116,9 +175,10 @@ class FleetController(Controller):
     @get(
         "/{fleet:str}/trucks",
         operation_id="listTrucks",
+        security=NEEDS_FLEETS,
         sync_to_thread=True,
         summary="List a fleet's trucks",
-        responses=problems(401, 404),
+        responses=problems(401, 403, 404),
     )
     def trucks(self, request: Request[Any, Any, Any], fleet: str = FleetParam) -> list[TruckOut]:
         return [_truck(view) for view in services_of(request).fleets.trucks(fleet)]
@@ -127,15 +187,14 @@ class FleetController(Controller):
 class TruckController(Controller):
     path = "/v1/trucks"
     tags = ("fleets",)
-    guards = (require_admin,)
-    security = OPERATOR
 
     @get(
         "/{truck:str}",
         operation_id="getTruck",
+        security=NEEDS_FLEETS,
         sync_to_thread=True,
         summary="A truck, its state and its enrolled hardware (EK, AK, certificate)",
-        responses=problems(401, 404),
+        responses=problems(401, 403, 404),
     )
     def show(self, request: Request[Any, Any, Any], truck: str = TruckParam) -> TruckOut:
         return _truck(services_of(request).fleets.truck(truck))
@@ -143,10 +202,11 @@ class TruckController(Controller):
     @post(
         "/{truck:str}/enrollment-tokens",
         operation_id="mintEnrollmentToken",
+        security=NEEDS_FLEETS,
         summary="Mint a single-use, short-lived enrollment token bound to the truck",
         description="Takes no Idempotency-Key: the token is a secret the authority does not store, so a "
         "retry mints another token and the lost one expires unused.",
-        responses=problems(400, 401, 404),
+        responses=problems(400, 401, 403, 404),
     )
     async def mint_token(
         self, request: Request[Any, Any, Any], data: TokenIn, truck: str = TruckParam
@@ -159,8 +219,9 @@ class TruckController(Controller):
     @post(
         "/{truck:str}/hardware-swaps",
         operation_id="approveHardwareSwap",
+        security=NEEDS_FLEETS,
         summary="Approve the truck's next enrollment binding a different TPM (used once, audited)",
-        responses=problems(400, 401, 404),
+        responses=problems(400, 401, 403, 404),
     )
     async def approve_swap(
         self,

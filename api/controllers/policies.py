@@ -9,8 +9,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 
 from api.attest_schemas import PolicyIn, PolicyOut
-from api.auth import OPERATOR, require_admin
 from api.problems import problems
+from api.scopes import NEEDS_ADMIN
 from api.services import actor_of, services_of
 from provision.policy_store import PolicyView
 
@@ -24,15 +24,14 @@ def _out(view: PolicyView) -> PolicyOut:
 class PolicyController(Controller):
     path = "/v1/policies"
     tags = ("policies",)
-    guards = (require_admin,)
-    security = OPERATOR
 
     @get(
         "/",
         operation_id="getPolicies",
+        security=NEEDS_ADMIN,
         sync_to_thread=True,
         summary="The active policy set",
-        responses=problems(401),
+        responses=problems(401, 403),
     )
     def show(self, request: Request[Any, Any, Any]) -> PolicyOut:
         return _out(services_of(request).policies.current())
@@ -40,8 +39,9 @@ class PolicyController(Controller):
     @post(
         "/",
         operation_id="uploadPolicies",
+        security=NEEDS_ADMIN,
         summary="Upload a policy set: validated against the schema first; an invalid one changes nothing",
-        responses=problems(400, 401, 422),
+        responses=problems(400, 401, 403, 422),
     )
     async def upload(self, request: Request[Any, Any, Any], data: PolicyIn) -> Response[PolicyOut]:
         services = services_of(request)

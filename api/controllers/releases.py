@@ -10,10 +10,10 @@ from litestar.concurrency import sync_to_thread
 from litestar.params import Parameter
 
 from api.attest_schemas import ReleaseIn, ReleaseKeyIn, ReleaseKeyOut, ReleaseOut, RevokeReleaseIn
-from api.auth import OPERATOR, require_admin
 from api.controllers.fleets import out
 from api.idempotency import IdempotencyKey, idempotent
 from api.problems import problems
+from api.scopes import NEEDS_ADMIN, NEEDS_FLEETS
 from api.services import actor_of, services_of
 from provision.idempotency import Pending
 from provision.releases import ReleaseKeyView, ReleaseView
@@ -32,14 +32,13 @@ def _release(view: ReleaseView) -> ReleaseOut:
 class ReleaseKeyController(Controller):
     path = "/v1/release-keys"
     tags = ("releases",)
-    guards = (require_admin,)
-    security = OPERATOR
 
     @post(
         "/",
         operation_id="registerReleaseKey",
+        security=NEEDS_ADMIN,
         summary="Register a release-signing public key",
-        responses=problems(400, 401, 422),
+        responses=problems(400, 401, 403, 422),
     )
     async def register(
         self,
@@ -64,9 +63,10 @@ class ReleaseKeyController(Controller):
     @get(
         "/",
         operation_id="listReleaseKeys",
+        security=NEEDS_FLEETS,
         sync_to_thread=True,
         summary="Release-signing keys",
-        responses=problems(401),
+        responses=problems(401, 403),
     )
     def list_keys(self, request: Request[Any, Any, Any]) -> list[ReleaseKeyOut]:
         return [_key(view) for view in services_of(request).releases.release_keys()]
@@ -75,12 +75,11 @@ class ReleaseKeyController(Controller):
 class ReleaseController(Controller):
     path = "/v1/releases"
     tags = ("releases",)
-    guards = (require_admin,)
-    security = OPERATOR
 
     @post(
         "/",
         operation_id="registerRelease",
+        security=NEEDS_ADMIN,
         summary="Register a golden release from a manifest signed by a registered release key",
         responses=problems(400, 401, 403, 404, 409, 422),
     )
@@ -104,9 +103,10 @@ class ReleaseController(Controller):
     @get(
         "/",
         operation_id="listReleases",
+        security=NEEDS_FLEETS,
         sync_to_thread=True,
         summary="Golden releases",
-        responses=problems(401),
+        responses=problems(401, 403),
     )
     def list_releases(
         self,
@@ -118,9 +118,10 @@ class ReleaseController(Controller):
     @get(
         "/{release_id:str}",
         operation_id="getRelease",
+        security=NEEDS_FLEETS,
         sync_to_thread=True,
         summary="A release",
-        responses=problems(401, 404),
+        responses=problems(401, 403, 404),
     )
     def show(self, request: Request[Any, Any, Any], release_id: str = ReleaseParam) -> ReleaseOut:
         return _release(services_of(request).releases.get(release_id))
@@ -128,9 +129,10 @@ class ReleaseController(Controller):
     @post(
         "/{release_id:str}/revoke",
         operation_id="revokeRelease",
+        security=NEEDS_ADMIN,
         status_code=200,
         summary="Revoke a release: trucks running it stop appraising as good at once",
-        responses=problems(400, 401, 404),
+        responses=problems(400, 401, 403, 404),
     )
     async def revoke(
         self,

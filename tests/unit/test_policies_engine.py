@@ -38,6 +38,7 @@ TRUCK = TruckState(
     autonomy_mode="driverless",
 )
 EXPECTED_IDS = {
+    "broker-ask-decisions",
     "contracted-dispatch-attested-truck",
     "contracted-read-truck-state",
     "forbid-gate-attestation-expired",
@@ -51,9 +52,17 @@ EXPECTED_IDS = {
     "forbid-renewal-quarantined",
     "insurer-read-evidence-under-policy",
     "operator-global-admin",
+    "operator-global-admin-evidence",
+    "operator-global-admin-fleets",
     "operator-manage-own-fleets",
     "operator-read-authority",
     "operator-read-fleet-evidence",
+    "public-enrollment",
+    "public-health-and-docs",
+    "public-log-read",
+    "public-oauth-endpoints",
+    "public-signed-evidence",
+    "public-trust-anchors",
     "truck-own-records",
 }
 

@@ -1,0 +1,155 @@
+"""Route authorization: may this principal run this operation on this resource? Cedar decides.
+
+The principal is the authenticated client (its registration, read now: a disabled client is refused
+even with a token in date), a truck that proved its identity key, or Anonymous. The resource is what
+the path names: a truck, a fleet, a release, or the authority itself. Their entities come from live
+state in one session, built by the decision API's own builders (provision.decisions), so a route and a
+dispatch decision see the same truck. Nothing is read when neither side needs it (Anonymous on the
+authority: health, trust anchors, the log).
+
+The operations that serve a statement's evidence (EVIDENCE_OPERATIONS) take its Evidence as resource:
+the truck, the truck's fleet, and the insurance policies that covered that fleet when the statement was
+submitted (provision.coverage). A statement that does not exist has no cover, so only the fleet's
+operators get past the guard (and then the handler's 404); a truck that does not exist has no Evidence
+entity at all, and a policy reading it errors, which denies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from policies.engine import Decision
+from policies.entities import (
+    AUTHORITY,
+    EntityJson,
+    EntityRef,
+    EvidenceState,
+    FleetState,
+    ReleaseState,
+    TruckState,
+    authority_entity,
+)
+from provision.coverage import policies_covering
+from provision.decisions import LiveState, client_principal
+from provision.errors import AccessTokenInvalid, UnknownTruck
+from provision.policy_store import PolicyStore
+from provision.tables import Fleet, OAuthClient, Release, TruckStatementRow
+
+ANONYMOUS = EntityRef("Anonymous", "anonymous")
+# Operations whose resource is a statement's Evidence (schema: members of `evidence.read`).
+EVIDENCE_OPERATIONS = frozenset({"getEvidenceBundle", "exportStatementSigstoreBundle"})
+_MAX_SEQUENCE = 2**63 - 1
+
+
+def evidence_ref(truck: str, sequence: int) -> EntityRef:
+    """The Evidence entity of a truck's statement `sequence`."""
+    return EntityRef("Evidence", f"{truck}/{sequence}")
+
+
+def _evidence_key(ref: EntityRef) -> tuple[str, int] | None:
+    truck, _, sequence = ref.id.rpartition("/")
+    return (truck, int(sequence)) if truck and sequence.isascii() and sequence.isdigit() else None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as authenticated by the HTTP layer: a client id, a truck id, or neither (Anonymous)."""
+
+    client_id: str | None = None
+    truck_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    principal: EntityRef
+    resource: EntityRef
+    decision: Decision
+
+
+class RouteAccess:
+    def __init__(self, engine: Engine, policies: PolicyStore, *, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._policies = policies
+        self._clock = clock
+
+    def decide(self, caller: Caller, action: str, resource: EntityRef) -> AccessDecision:
+        """Raises AccessTokenInvalid when the client is no longer registered or is disabled, and
+        policies' DecisionRequestInvalid when the action does not apply to these entity types."""
+        principal = ANONYMOUS
+        records: list[EntityJson] = [authority_entity()] if resource == AUTHORITY else []
+        if caller.client_id is not None or caller.truck_id is not None or resource != AUTHORITY:
+            principal, loaded = self._load(caller, resource)
+            records += loaded
+        else:
+            records.append({"uid": ANONYMOUS.json(), "attrs": {}, "parents": []})
+        engine = self._policies.engine
+        decision = engine.decide(principal, action, resource, None, engine.entities(records))
+        return AccessDecision(principal=principal, resource=resource, decision=decision)
+
+    def _load(self, caller: Caller, resource: EntityRef) -> tuple[EntityRef, list[EntityJson]]:
+        now = self._clock()
+        records: list[EntityJson] = []
+        principal = ANONYMOUS
+        trucks = {resource.id} if resource.type == "Truck" else set()
+        evidence = _evidence_key(resource) if resource.type == "Evidence" else None
+        if evidence is not None:
+            trucks.add(evidence[0])
+        if caller.truck_id is not None:
+            trucks.add(caller.truck_id)
+            principal = EntityRef("Truck", caller.truck_id)
+        fleets = {resource.id} if resource.type == "Fleet" else set()
+        releases = {resource.id} if resource.type == "Release" else set()
+        with Session(self._engine) as session:
+            if caller.client_id is not None:
+                row = session.get(OAuthClient, caller.client_id)
+                if row is None or row.disabled_at is not None:
+                    raise AccessTokenInvalid("the token's client is not registered or is disabled")
+                client = client_principal(row)
+                principal = client.ref
+                records.append(client.entity())
+            states: dict[str, TruckState] = {}
+            for truck_id in sorted(trucks):
+                try:
+                    state = LiveState.read(session, [truck_id]).truck_state(truck_id, now)
+                except UnknownTruck:
+                    continue  # no entity: policies reading it error, and errors deny
+                states[truck_id] = state
+                records.append(state.entity())
+                fleets.add(state.fleet)
+                if state.release:
+                    releases.add(state.release)
+            if evidence is not None and evidence[0] in states:
+                records.append(self._evidence(session, resource, states[evidence[0]], evidence[1]))
+            for fleet_id in sorted(fleets):
+                fleet = session.get(Fleet, fleet_id)
+                if fleet is not None:
+                    records.append(FleetState(fleet.id, fleet.name).entity())
+            for release_id in sorted(releases):
+                release = session.get(Release, release_id)
+                if release is not None:
+                    revoked = release.status != "active"
+                    records.append(ReleaseState(release.id, release.model, revoked).entity())
+        if principal == ANONYMOUS:
+            records.append({"uid": ANONYMOUS.json(), "attrs": {}, "parents": []})
+        return principal, records
+
+    @staticmethod
+    def _evidence(session: Session, ref: EntityRef, truck: TruckState, sequence: int) -> EntityJson:
+        """The statement's Evidence: covered by the fleet's policies valid at its submission."""
+        submitted_at = None
+        # The path's sequence is not range-checked before the guard: one no BIGINT holds names nothing.
+        if 0 < sequence <= _MAX_SEQUENCE:
+            submitted_at = session.exec(
+                select(TruckStatementRow.submitted_at).where(
+                    col(TruckStatementRow.truck_id) == truck.id, col(TruckStatementRow.sequence) == sequence
+                )
+            ).first()
+        covering = (
+            frozenset() if submitted_at is None else policies_covering(session, truck.fleet, submitted_at)
+        )
+        return EvidenceState(ref.id, truck=truck.id, fleet=truck.fleet, insurer_policies=covering).entity()
