@@ -17,16 +17,26 @@ from agent.attest import attest
 from agent.boot import BOOT_PCRS, measure_boot, truck_boot
 from agent.client import EnrollmentClient, EnrollmentError, EnrollmentRefused
 from agent.enroll import StateDirInUse, enroll
+from agent.evidence import request as request_evidence_certificate
 from agent.renew import renew
+from agent.request_auth import as_truck
 from agent.signer import TpmKeyError
 from agent.state import AgentState, StateError
+from agent.submit import submit
 from agent.tpm import TpmError, TruckTpm
 
 ENROLLMENT_ENV_VAR = "WEIGHSTATION_ENROLLMENT_TOKEN"
 MAX_EK_INTERMEDIATES = 4  # what the server accepts in one start call
 _STDIN = "-"  # --token - : read the token from standard input
 EVENT_LOG = "eventlog.bin"  # in the state dir, where `agent boot` writes it
-_NOUNS = {"enroll": "enrollment", "boot": "boot", "attest": "attestation", "renew": "renewal"}
+_NOUNS = {
+    "enroll": "enrollment",
+    "boot": "boot",
+    "attest": "attestation",
+    "renew": "renewal",
+    "submit": "statement",
+    "evidence-cert": "evidence certificate",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         "golden-pcrs": golden_command,
         "attest": attest_command,
         "renew": renew_command,
+        "submit": submit_command,
+        "evidence-cert": evidence_cert_command,
     }
     return commands[args.agent_command](args)
 
@@ -117,6 +129,7 @@ def enroll_command(args: argparse.Namespace) -> int:
                 ek_intermediates=intermediates,
                 state_dir=args.state,
                 ak_algorithm=args.ak,
+                event_log=args.event_log.read_bytes() if args.event_log else None,
             )
         assert state.certificate_pem is not None  # enroll() returns only an enrolled state
         _describe_certificate(state.certificate_pem, args.state)
@@ -166,7 +179,12 @@ def attest_command(args: argparse.Namespace) -> int:
         state = AgentState.load(args.state)
         with _client(args) as client, TruckTpm.open(args.tpm) as tpm:
             result = attest(
-                tpm, client, state, event_log=_event_log(args), purpose=args.purpose, tender=args.tender
+                tpm,
+                as_truck(client, tpm, state),
+                state,
+                event_log=_event_log(args),
+                purpose=args.purpose,
+                tender=args.tender,
             )
         print(f"status:     {result.status}")
         print(f"release:    {result.release or 'unknown'}")
@@ -183,9 +201,49 @@ def renew_command(args: argparse.Namespace) -> int:
     def work() -> int:
         state = AgentState.load(args.state)
         with _client(args) as client, TruckTpm.open(args.tpm) as tpm:
-            renewed = renew(tpm, client, state, args.state, event_log=_event_log(args))
+            renewed = renew(tpm, as_truck(client, tpm, state), state, args.state, event_log=_event_log(args))
         assert renewed.certificate_pem is not None
         _describe_certificate(renewed.certificate_pem, args.state)
+        return 0
+
+    return _guarded(args, work)
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    """`weighstation agent submit`: sign with the TPM identity key, log, print the verified receipt."""
+    name = args.name or args.payload.name
+
+    def work() -> int:
+        payload = args.payload.read_bytes()
+        state = AgentState.load(args.state)
+        with _client(args) as client, TruckTpm.open(args.tpm) as tpm:
+            receipt = submit(
+                tpm,
+                as_truck(client, tpm, state),
+                state,
+                args.state,
+                kind=args.kind,
+                payload=payload,
+                name=name,
+                log_key=args.log_key,
+                timeout=args.timeout,
+            )
+        print(json.dumps(receipt, indent=2))
+        return 0
+
+    return _guarded(args, work)
+
+
+def evidence_cert_command(args: argparse.Namespace) -> int:
+    """`weighstation agent evidence-cert`: an evidence-signing certificate for the TPM identity key."""
+
+    def work() -> int:
+        state = AgentState.load(args.state)
+        with _client(args) as client, TruckTpm.open(args.tpm) as tpm:
+            issued = request_evidence_certificate(
+                tpm, as_truck(client, tpm, state), state, args.state, ttl_seconds=args.ttl
+            )
+        print(json.dumps(issued, indent=2))
         return 0
 
     return _guarded(args, work)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import secrets
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +62,20 @@ class Challenge:
     encrypted_secret: bytes  # TPM2B_ENCRYPTED_SECRET contents
     certify_nonce: bytes
     expires_at: datetime
+    # The first quote the authority asks for (extraData, bank, PCRs); None when it asks for none.
+    quote_nonce: bytes | None = None
+    quote_bank: str | None = None
+    quote_pcrs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FirstQuote:
+    """The first quote, sent with the activation: by the AK being enrolled, over the quote nonce."""
+
+    quote_info: bytes
+    signature: bytes
+    pcr_values: Mapping[int, bytes]
+    event_log: bytes
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,20 @@ def _time(body: Mapping[str, Any], key: str) -> datetime:
     return value
 
 
+def _quote_request(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The challenge's first-quote fields (absent or null: no quote asked for)."""
+    if answer.get("quote_nonce") is None:
+        return {}
+    pcrs = _field(answer, "quote_pcrs")
+    if not isinstance(pcrs, list) or not pcrs or not all(isinstance(p, int) for p in pcrs):
+        raise BadServerResponse("challenge: quote_pcrs is not a non-empty list of integers")
+    return {
+        "quote_nonce": _bytes(answer, "quote_nonce"),
+        "quote_bank": _str(answer, "quote_bank"),
+        "quote_pcrs": tuple(pcrs),
+    }
+
+
 def _enrollment(answer: Mapping[str, Any]) -> Enrollment:
     return Enrollment(
         truck=_str(answer, "truck"),
@@ -179,6 +208,7 @@ class EnrollmentClient:
         retries: int = 2,
         retry_delay: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        truck_auth: Callable[[str, str], str] | None = None,
     ) -> None:
         if httpx.URL(base_url).scheme not in ("http", "https"):
             raise ValueError(f"server URL must be http(s)://..., not {base_url!r}")
@@ -187,6 +217,9 @@ class EnrollmentClient:
         tls = verify if isinstance(verify, bool) else ssl.create_default_context(cafile=str(verify))
         self._retries = retries
         self._retry_delay = retry_delay
+        self.server_url = base_url.rstrip("/")
+        # (method, url) -> a fresh truck request JWT (agent.request_auth); None: truck calls go unsigned.
+        self._truck_auth = truck_auth
         self._http = httpx.Client(
             base_url=base_url,
             verify=tls,
@@ -206,13 +239,36 @@ class EnrollmentClient:
     ) -> None:
         self.close()
 
-    def _post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """POST JSON; the decoded 2xx body, or EnrollmentRefused / ServerUnreachable / BadServerResponse."""
+    def for_truck(self, truck_auth: Callable[[str, str], str]) -> EnrollmentClient:
+        """This client (same connection pool: close the original) signing its truck calls with
+        `truck_auth`, e.g. agent.request_auth.TruckRequestSigner."""
+        authenticated = copy.copy(self)
+        authenticated._truck_auth = truck_auth
+        return authenticated
+
+    def truck_authorization(self, method: str, path: str) -> dict[str, str]:
+        """The Authorization header of a truck call to `path`: a request JWT minted now (single use, so
+        call this once per attempt); empty when the client has no truck credential."""
+        if self._truck_auth is None:
+            return {}
+        return {"Authorization": f"Bearer {self._truck_auth(method.upper(), self.server_url + path)}"}
+
+    def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        *,
+        as_truck: bool = False,
+    ) -> dict[str, Any]:
+        """POST JSON; the decoded 2xx body, or EnrollmentRefused / ServerUnreachable / BadServerResponse.
+        `as_truck`: authenticated with a fresh truck request JWT on every attempt."""
         headers = {**(headers or {}), "Idempotency-Key": secrets.token_urlsafe(24)}
         attempt = 0
         while True:
             try:
-                response = self._http.post(path, json=body, headers=headers)
+                signed = {**headers, **self.truck_authorization("POST", path)} if as_truck else headers
+                response = self._http.post(path, json=body, headers=signed)
                 break
             except httpx.TransportError as exc:
                 if attempt >= self._retries:
@@ -257,6 +313,7 @@ class EnrollmentClient:
             encrypted_secret=_bytes(answer, "encrypted_secret"),
             certify_nonce=_bytes(answer, "certify_nonce"),
             expires_at=_time(answer, "expires_at"),
+            **_quote_request(answer),
         )
 
     def activate(
@@ -268,15 +325,24 @@ class EnrollmentClient:
         certify_info: bytes,
         certify_signature: bytes,
         csr_pem: str,
+        first_quote: FirstQuote | None = None,
     ) -> Enrollment:
-        """POST /v1/enrollments/{id}/activate: the activated secret, the identity key's Certify, the CSR."""
-        body = {
+        """POST /v1/enrollments/{id}/activate: the activated secret, the identity key's Certify, the CSR
+        and, where the challenge asked for one, the first quote."""
+        body: dict[str, Any] = {
             "secret": _b64(secret),
             "identity_public": _b64(identity_public),
             "certify_info": _b64(certify_info),
             "certify_signature": _b64(certify_signature),
             "csr": csr_pem,
         }
+        if first_quote is not None:
+            body |= {
+                "quote": _b64(first_quote.quote_info),
+                "quote_signature": _b64(first_quote.signature),
+                "pcr_values": {str(p): _b64(v) for p, v in sorted(first_quote.pcr_values.items())},
+                "event_log": _b64(first_quote.event_log),
+            }
         return _enrollment(self._post(f"/v1/enrollments/{quote(enrollment_id, safe='')}/activate", body))
 
     def attestation_nonce(
@@ -286,7 +352,7 @@ class EnrollmentClient:
         body: dict[str, Any] = {"purpose": purpose}
         if tender is not None:
             body["tender"] = tender
-        answer = self._post(f"/v1/trucks/{quote(truck, safe='')}/attestation-nonces", body)
+        answer = self._post(f"/v1/trucks/{quote(truck, safe='')}/attestation-nonces", body, as_truck=True)
         pcrs = _field(answer, "pcrs")
         if not isinstance(pcrs, list) or not all(isinstance(p, int) for p in pcrs):
             raise BadServerResponse("attestation nonce: pcrs is not a list of integers")
@@ -318,7 +384,7 @@ class EnrollmentClient:
             "pcr_values": {str(pcr): _b64(value) for pcr, value in sorted(pcr_values.items())},
             "event_log": _b64(event_log),
         }
-        answer = self._post(f"/v1/trucks/{quote(truck, safe='')}/attestations", body)
+        answer = self._post(f"/v1/trucks/{quote(truck, safe='')}/attestations", body, as_truck=True)
         release = _field(answer, "release")
         reasons = _field(answer, "reasons")
         if not isinstance(reasons, list):
@@ -335,4 +401,77 @@ class EnrollmentClient:
 
     def renew(self, truck: str, csr_pem: str) -> Enrollment:
         """POST /v1/trucks/{truck}/renewals: a CSR by the TPM identity key, after an affirming attestation."""
-        return _enrollment(self._post(f"/v1/trucks/{quote(truck, safe='')}/renewals", {"csr": csr_pem}))
+        path = f"/v1/trucks/{quote(truck, safe='')}/renewals"
+        return _enrollment(self._post(path, {"csr": csr_pem}, as_truck=True))
+
+    # -- evidence: the transparency log and truck statements ------------------------------------------
+
+    def _get(self, path: str, *, as_truck: bool = False) -> httpx.Response:
+        """GET; the 2xx response, or EnrollmentRefused / ServerUnreachable (transport errors retried).
+        `as_truck`: authenticated with a fresh truck request JWT on every attempt."""
+        attempt = 0
+        while True:
+            try:
+                headers = self.truck_authorization("GET", path) if as_truck else None
+                response = self._http.get(path, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt >= self._retries:
+                    raise ServerUnreachable(f"GET {path}: {exc}") from exc
+                attempt += 1
+                time.sleep(self._retry_delay * attempt)
+        if not response.is_success:
+            raise _refusal(response)
+        return response
+
+    def _get_json(self, path: str, *, as_truck: bool = False) -> dict[str, Any]:
+        try:
+            decoded = self._get(path, as_truck=as_truck).json()
+        except ValueError as exc:
+            raise BadServerResponse(f"GET {path}: response is not JSON: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise BadServerResponse(f"GET {path}: response is not a JSON object")
+        return decoded
+
+    def log_key(self) -> str:
+        """GET /v1/log/key: the log's signed-note verifier key."""
+        return self._get("/v1/log/key").text.strip()
+
+    def log_checkpoint(self) -> bytes:
+        """GET /v1/log/checkpoint: the latest signed checkpoint (a signed note)."""
+        return self._get("/v1/log/checkpoint").content
+
+    def submit_statement(
+        self,
+        truck: str,
+        statement: bytes,
+        signature: bytes,
+        chain_pem: str,
+        *,
+        evidence_certificate_pem: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /v1/trucks/{truck}/statements: the statement's bytes, its signature, the certificate chain
+        (and the evidence-signing certificate for the same key, if any: the server then keeps what its
+        Sigstore bundle needs). The body has a receipt, or status "pending" and a receipt_url to poll."""
+        body = {
+            "statement": _b64(statement),
+            "signature": _b64(signature),
+            "certificate_chain_pem": chain_pem,
+        }
+        if evidence_certificate_pem is not None:
+            body["evidence_certificate_pem"] = evidence_certificate_pem
+        return self._post(f"/v1/trucks/{quote(truck, safe='')}/statements", body, as_truck=True)
+
+    def evidence_certificate(
+        self, truck: str, csr_pem: str, *, ttl_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/trucks/{truck}/evidence-certificates: a CSR by the TPM identity key → an
+        evidence-signing certificate (certificate_pem, chain_pem, spiffe_id, serial, validity)."""
+        body: dict[str, Any] = {"csr": csr_pem}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        return self._post(f"/v1/trucks/{quote(truck, safe='')}/evidence-certificates", body, as_truck=True)
+
+    def statement(self, truck: str, sequence: int) -> dict[str, Any]:
+        """GET /v1/trucks/{truck}/statements/{sequence}: the statement, with its receipt once sequenced."""
+        return self._get_json(f"/v1/trucks/{quote(truck, safe='')}/statements/{sequence}", as_truck=True)

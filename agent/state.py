@@ -67,6 +67,11 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`, mode 0600 (for the agent's other state files)."""
+    _write_private(path, data)
+
+
 def _read(directory: Path, name: str) -> bytes:
     try:
         return (directory / name).read_bytes()
@@ -154,3 +159,19 @@ def _load_blob(directory: Path, label: str, entry: object) -> KeyBlob:
         name=name,
         parent=_ek_kind(entry.get("parent")),
     )
+
+
+EVIDENCE_CERTIFICATE_FILE = "evidence.crt"
+
+
+def save_evidence_certificate(directory: Path, certificate_pem: bytes) -> None:
+    """Keep the evidence-signing certificate (leaf first, then its chain), replacing any older one."""
+    _write_private(directory / EVIDENCE_CERTIFICATE_FILE, certificate_pem)
+
+
+def load_evidence_certificate(directory: Path) -> bytes | None:
+    """The evidence-signing certificate kept in the state dir, or None if the truck has none."""
+    path = directory / EVIDENCE_CERTIFICATE_FILE
+    if not path.exists():
+        return None
+    return _read(directory, EVIDENCE_CERTIFICATE_FILE)

@@ -206,6 +206,28 @@ class TruckNotQuarantined(ProvisionError):
     kind = "conflict"
 
 
+class FirstQuoteRequired(ProvisionError):
+    """Activation without the first quote (quote, its signature, PCR values and event log, all four)
+    over the challenge's quote nonce: the certificate is issued only after a quote passes."""
+
+    code = "first-quote-required"
+
+
+class FirmwareNotApproved(ProvisionError):
+    """The enrolling truck's first quote verified, but its PCRs match no active release of its model."""
+
+    code = "firmware-not-approved"
+    kind = "forbidden"
+
+
+class NoGoldenRelease(ProvisionError):
+    """The truck's model has no registered release to appraise its first quote against (and the
+    authority requires one: WEIGHSTATION_ENROLLMENT_REQUIRE_RELEASE)."""
+
+    code = "no-golden-release"
+    kind = "conflict"
+
+
 # --- renewal --------------------------------------------------------------------------------
 
 
@@ -242,6 +264,12 @@ class InvalidScope(ProvisionError):
     code = "invalid-scope"
 
 
+class ClientMetadataInvalid(ProvisionError):
+    """RFC 7591 §3.2.2 invalid_client_metadata: an unusable JWKS or authentication method at registration."""
+
+    code = "invalid-client-metadata"
+
+
 class AccessTokenInvalid(ProvisionError):
     code = "invalid-token"
     kind = "unauthorized"
@@ -258,3 +286,81 @@ class JwtReplayed(ProvisionError):
 
     code = "jwt-replayed"
     kind = "unauthorized"
+
+
+class TruckRequestInvalid(ProvisionError):
+    """A truck's request credential (x5c request JWT or forwarded client certificate) does not hold up;
+    the reason names the one check that failed."""
+
+    code = "invalid-truck-request"
+    kind = "unauthorized"
+
+
+# --- truck statements -----------------------------------------------------------------------
+
+
+class StatementWrongTruck(ProvisionError):
+    """The statement names another truck than the one it is submitted for."""
+
+    code = "statement-wrong-truck"
+    kind = "forbidden"
+
+
+class StatementCertificateInvalid(ProvisionError):
+    """The certificate chain is not PEM, or its leaf is not a certificate our CA issued to this truck's
+    enrolled identity key (chain, SPIFFE ID or key do not match)."""
+
+    code = "statement-certificate-invalid"
+    kind = "forbidden"
+
+
+class StatementCertificateNotCurrent(ProvisionError):
+    """The certificate is one this truck held, but not its current one (it renewed since)."""
+
+    code = "statement-certificate-not-current"
+    kind = "forbidden"
+
+
+class StatementCertificateRevoked(ProvisionError):
+    code = "statement-certificate-revoked"
+    kind = "forbidden"
+
+
+class StatementCertificateExpired(ProvisionError):
+    """The certificate is outside its validity period at submission."""
+
+    code = "statement-certificate-expired"
+    kind = "forbidden"
+
+
+class StatementSignatureInvalid(ProvisionError):
+    """The signature is not ECDSA P-256/SHA-256 over the statement's bytes by the certificate's key."""
+
+    code = "statement-signature-invalid"
+    kind = "forbidden"
+
+
+class StatementCheckpointUnknown(ProvisionError):
+    """The statement's checkpoint is not one this log signed (other origin, size, or root)."""
+
+    code = "statement-checkpoint-unknown"
+
+
+class StatementSequenceGap(ProvisionError):
+    """The sequence skips past the truck's chain head + 1."""
+
+    code = "statement-sequence-gap"
+    kind = "conflict"
+
+
+class StatementFork(ProvisionError):
+    """A sequence the chain already holds with other content, or a `previous` that is not the hash of
+    the chain head: the truck signed two histories. Refused, and marked on the truck's chain."""
+
+    code = "statement-fork"
+    kind = "conflict"
+
+
+class UnknownStatement(ProvisionError):
+    code = "unknown-statement"
+    kind = "not_found"

@@ -109,6 +109,26 @@ class Fleet(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UtcDateTime)
 
 
+class FleetInsurancePolicy(SQLModel, table=True):
+    """An insurance policy number covering a fleet from `valid_from` until `valid_until` (None: open
+    ended). A fleet may have several, a policy number may cover several fleets. The fleet's operator
+    replaces the fleet's whole list at once (provision.coverage)."""
+
+    __tablename__ = "fleet_insurance_policies"
+    __table_args__ = (
+        UniqueConstraint("fleet_id", "policy_number", "valid_from", name="uq_fleet_insurance_policies"),
+        Index("ix_fleet_insurance_policies_fleet", "fleet_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    fleet_id: str = Field(foreign_key="fleets.id", max_length=64)
+    policy_number: str = Field(max_length=64)
+    valid_from: datetime = Field(sa_type=UtcDateTime)
+    valid_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    recorded_by: str = Field(max_length=128)
+    recorded_at: datetime = Field(sa_type=UtcDateTime)
+
+
 class Truck(SQLModel, table=True):
     """A registered truck and its current hardware binding (EK, AK, identity key, certificate).
 
@@ -273,6 +293,8 @@ class TokenKey(SQLModel, table=True):
     status: str = Field(max_length=16)  # active | retired
     created_at: datetime = Field(sa_type=UtcDateTime)
     retired_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # A retired key verifies and is published until then (its tokens' longest life plus clock skew).
+    published_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class ReleaseKey(SQLModel, table=True):
@@ -323,10 +345,24 @@ class OAuthClient(SQLModel, table=True):
     insurer_policies: str = Field(sa_type=Text)  # JSON list
     global_admin: bool = Field(default=False)
     scopes: str = Field(max_length=1024)  # space-separated, as in the token's scope claim
-    secret_hash: str = Field(max_length=255)
+    secret_hash: str = Field(max_length=255)  # empty for a private_key_jwt client
     registered_by: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=UtcDateTime)
     disabled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # client_secret_basic | client_secret_post | private_key_jwt: the only way this client may authenticate
+    token_endpoint_auth_method: str = Field(default="client_secret_basic", max_length=32)
+
+
+class OAuthClientKey(SQLModel, table=True):
+    """A public key of a private_key_jwt client (RFC 7523 §2.2), from the JWKS it registered."""
+
+    __tablename__ = "oauth_client_keys"
+
+    client_id: str = Field(primary_key=True, foreign_key="oauth_clients.id", max_length=64)
+    kid: str = Field(primary_key=True, max_length=128)
+    algorithms: str = Field(max_length=64)  # space-separated JWS algorithms this key may sign with
+    public_jwk: str = Field(sa_type=Text)  # the public members only, as JSON
+    created_at: datetime = Field(sa_type=UtcDateTime)
 
 
 # --- transparency log -----------------------------------------------------------------------
@@ -419,3 +455,75 @@ class SpentJti(SQLModel, table=True):
     jti: str = Field(primary_key=True, max_length=128)
     subject: str = Field(max_length=128)
     expires_at: datetime = Field(sa_type=UtcDateTime, index=True)
+
+
+# --- truck statements -----------------------------------------------------------------------
+
+
+class TruckStatementRow(SQLModel, table=True):
+    """A truck statement accepted into its chain and the log: the exact signed bytes, the signature, the
+    certificate chain it came with and that certificate's status at submission. Append-only."""
+
+    __tablename__ = "truck_statements"
+    __table_args__ = (UniqueConstraint("truck_id", "sequence", name="uq_truck_statements_truck_sequence"),)
+
+    sha256: str = Field(primary_key=True, max_length=64)  # hex SHA-256 of `statement`
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    sequence: int = Field(sa_type=BigInteger)
+    kind: str = Field(max_length=32)
+    statement: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)
+    certificate_chain_pem: str = Field(sa_type=Text)
+    certificate_serial: str = Field(max_length=42)
+    certificate_status: str = Field(max_length=16)  # good, as checked at submission
+    checkpoint_size: int = Field(sa_type=BigInteger)  # the checkpoint the statement names
+    leaf_hash: bytes = Field(sa_type=LargeBinary, unique=True)  # of its log entry
+    issued_at: datetime = Field(sa_type=UtcDateTime)
+    submitted_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class TruckStatementChain(SQLModel, table=True):
+    """A truck's chain head: the last accepted sequence and its hash; `chain_broken_at` is set by the
+    first fork the truck signed and never cleared."""
+
+    __tablename__ = "truck_statement_chains"
+
+    truck_id: str = Field(primary_key=True, foreign_key="trucks.id", max_length=64)
+    sequence: int = Field(sa_type=BigInteger)
+    head_sha256: str = Field(max_length=64)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    chain_broken_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    forks: int = Field(default=0)
+
+
+class TruckStatementFork(SQLModel, table=True):
+    """A validly signed statement refused because it forks the truck's chain (append-only evidence)."""
+
+    __tablename__ = "truck_statement_forks"
+    __table_args__ = (Index("ix_truck_statement_forks_truck", "truck_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    truck_id: str = Field(foreign_key="trucks.id", max_length=64)
+    sequence: int = Field(sa_type=BigInteger)
+    refused_sha256: str = Field(max_length=64)
+    held_sha256: str = Field(max_length=64)  # what the chain holds at that point (or its head)
+    previous: str = Field(max_length=64)  # the refused statement's `previous`
+    statement: bytes = Field(sa_type=LargeBinary)
+    signature: bytes = Field(sa_type=LargeBinary)
+    detected_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class TruckStatementSigstore(SQLModel, table=True):
+    """What a truck statement's Sigstore bundle needs, fixed when it was submitted with an evidence
+    certificate: the hashedrekord 0.0.2 body appended to the log in the statement's own transaction, and
+    the RFC 3161 timestamp over its signature taken then (it dates the signature within the certificate's
+    validity, so the bundle verifies after the certificate expires). Append-only."""
+
+    __tablename__ = "truck_statement_sigstore"
+
+    statement_sha256: str = Field(primary_key=True, foreign_key="truck_statements.sha256", max_length=64)
+    evidence_serial: str = Field(foreign_key="certificates.serial", max_length=42)
+    hashedrekord: bytes = Field(sa_type=LargeBinary)  # the log entry's exact bytes
+    leaf_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    timestamp: bytes = Field(sa_type=LargeBinary)  # TimeStampResp (DER)
+    stamped_at: datetime = Field(sa_type=UtcDateTime)

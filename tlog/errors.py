@@ -174,3 +174,83 @@ class MalformedEntryBundle(TlogError):
     """An entry bundle is not a sequence of uint16-length-prefixed entries of the expected count."""
 
     code = "malformed-entry-bundle"
+
+
+# --- Truck statements -----------------------------------------------------------------------
+
+
+class MalformedStatement(TlogError):
+    """Not a truck statement: not JSON, a duplicated or unknown field, a missing field, a value of the
+    wrong type or out of its bounds (names, truck id, origin, size, time), or too large."""
+
+    code = "statement-malformed"
+
+
+class StatementNotCanonical(MalformedStatement):
+    """Valid JSON that is not the RFC 8785 canonical serialization of itself (whitespace, key order,
+    escapes, number form): the signature covers exact bytes, so there is only one accepted form."""
+
+    code = "statement-not-canonical"
+
+
+class UnknownStatementKind(MalformedStatement):
+    """The predicate kind is neither mission_manifest nor telemetry_snapshot (or the statement or
+    predicate type is not ours)."""
+
+    code = "statement-kind-unknown"
+
+
+class StatementDigestInvalid(MalformedStatement):
+    """A digest is not lower-case hex SHA-256 (the subject's payload digest, or `previous`), or the
+    checkpoint root is not canonical base64 of 32 bytes."""
+
+    code = "statement-digest-invalid"
+
+
+class StatementSequenceInvalid(MalformedStatement):
+    """The sequence is below 1 or beyond 2**53 - 1, or `previous` is empty for a later statement or
+    set for the first one."""
+
+    code = "statement-sequence-invalid"
+
+
+# --- Evidence bundles ---------------------------------------------------------------------------
+
+
+class BundleError(TlogError):
+    """An evidence bundle or trust file was refused; `weighstation verify` prints the reason."""
+
+    code = "bundle-invalid"
+
+
+class MalformedBundle(BundleError):
+    """Not a bundle of our media type, a member missing or of the wrong type, or an entry that does not
+    hold what the bundle says (another kind, another truck or sequence, another statement digest)."""
+
+    code = "bundle-malformed"
+
+
+class MalformedTrust(BundleError):
+    """The trust file is not ours or a key, root or origin in it cannot be read."""
+
+    code = "trust-malformed"
+
+
+class BundleCertificateInvalid(BundleError):
+    """The signing certificate does not chain to a trusted root at the time the statement was logged,
+    does not name the statement's truck, or was logged with a status other than good."""
+
+    code = "bundle-certificate-invalid"
+
+
+class BundleSignatureInvalid(BundleError):
+    """The statement's signature does not verify with the signing certificate's key."""
+
+    code = "bundle-signature-invalid"
+
+
+class BundleAttestationInvalid(BundleError):
+    """The attestation result in the bundle is not signed by a trusted result key, is not the logged
+    one, is of another truck, or did not cover the time the statement was logged."""
+
+    code = "bundle-attestation-invalid"
