@@ -10,10 +10,11 @@ restarted on the same data dir when the worker count changes.
 
 Setup (all on 127.0.0.1, stopped again on exit, Ctrl-C or error): a TPM-manufacturer CA; max(--trucks)
 swtpm TPMs, each provisioned on its own (distinct EKs); `weighstation serve` on SQLite in a temp data dir
-with that CA's root pinned. The operator (HTTP, admin token) creates a fleet and the trucks (model
+with that CA's root pinned. The operator (HTTP, an access token) creates a fleet and the trucks (model
 hauler-9), registers a release-signing key and the signed golden release of the default simulated boot
-(`truck_boot().expected_pcrs()`, as the integration tests' `golden` fixture). Each truck enrolls with the
-agent (`agent.enroll.enroll`), boots (`agent.boot.measure_boot`: PCRs 0-15 and the event log) and is
+(`truck_boot().expected_pcrs()`, as the integration tests' `golden` fixture). Each truck boots
+(`agent.boot.measure_boot`: PCRs 0-15 and the event log), enrolls with the agent (`agent.enroll.enroll`
+with that event log: the authority's first quote at enrollment must match the golden release) and is
 checked to attest as affirming once.
 
 Runs, per configuration and round (trucks spread over P spawned processes, one thread per truck; TPM and
@@ -22,7 +23,10 @@ window count, and only affirming results count (anything else is an error, never
 
 * tpm:  the TPM side alone, no server: quote of PCRs 0-15 (sha256) over a random nonce + PCR read.
 * e2e:  `agent.attest.attest` over `agent.client.EnrollmentClient` (httpx): POST attestation-nonces, quote,
-        PCR read, POST attestations with the event log; the answer's status must be "affirming".
+        PCR read, POST attestations with the event log; the answer's status must be "affirming". Each POST
+        carries a fresh single-use request JWT signed in the TPM by the truck's identity key
+        (`agent.request_auth.as_truck`), as the authority requires: two TPM signatures per attestation
+        besides the quote, and the server checks each JWT (x5c chain, certificate status, jti spent).
 
 --tpm agent (default) quotes as the agent does (`TruckTpm.quote`: an EK policy session, TPM2_Load of the
 AK, the quote, two flushes, per quote); --tpm resident loads each truck's AK once and keeps it loaded (as a
@@ -77,10 +81,11 @@ from agent.attest import attest
 from agent.boot import measure_boot, truck_boot
 from agent.client import AttestationResult, EnrollmentClient, EnrollmentError
 from agent.enroll import enroll
+from agent.request_auth import as_truck
 from agent.state import AgentState, KeyBlob
 from agent.tpm import TruckTpm
 from api.services import Services
-from api.settings import load_settings, with_admin_token
+from api.settings import load_settings
 from attest.ak import check_attestation_key
 from attest.alg import Alg
 from attest.appraise import appraise
@@ -187,7 +192,12 @@ class _Truck:
         self.state = AgentState.load(Path(job.state_dir))
         self.tpm = TruckTpm.open(job.tcti)
         self.quoter = Quoter(self.tpm, self.state.ak, spec.tpm_path)
-        self.client = EnrollmentClient(spec.url, retries=0) if spec.mode == "e2e" else None
+        # The truck's calls signed with its identity key (request JWTs), as the agent makes them.
+        self.client = (
+            as_truck(EnrollmentClient(spec.url, retries=0), self.tpm, self.state)
+            if spec.mode == "e2e"
+            else None
+        )
 
     def close(self) -> None:
         if self.client is not None:
@@ -372,7 +382,8 @@ class Enrolled:
 
 
 def setup_fleet(service: RunningService, tpms: list[RunningTpm], scratch: Path) -> list[Enrolled]:
-    """Fleet, trucks and the golden release (operator), then each truck enrolls and boots (agent)."""
+    """Fleet, trucks and the golden release (operator), then each truck boots and enrolls with that boot's
+    first quote, and attests once, signing its calls (agent)."""
     fleet = "bench-fleet"
     trucks = [f"truck-{i:03d}" for i in range(len(tpms))]
     tokens: list[str] = []
@@ -393,11 +404,18 @@ def setup_fleet(service: RunningService, tpms: list[RunningTpm], scratch: Path) 
         for i, (truck, running, token) in enumerate(zip(trucks, tpms, tokens, strict=True)):
             state_dir = scratch / f"agent-{i:03d}"
             with TruckTpm.open(running.tcti) as tpm:
-                state = enroll(
-                    tpm, client, token, ek_kind="ecc", truck=truck, ek_intermediates=[], state_dir=state_dir
-                )
                 boot = measure_boot(tpm, truck_boot())
-                result = attest(tpm, client, state, event_log=boot.log)
+                state = enroll(
+                    tpm,
+                    client,
+                    token,
+                    ek_kind="ecc",
+                    truck=truck,
+                    ek_intermediates=[],
+                    state_dir=state_dir,
+                    event_log=boot.log,
+                )
+                result = attest(tpm, as_truck(client, tpm, state), state, event_log=boot.log)
             if result.status != "affirming":
                 raise RuntimeError(f"{truck}: first attestation is {result.status}: {result.reasons}")
             enrolled.append(Enrolled(truck, running, state_dir))
@@ -421,7 +439,7 @@ def server_split(
     """One truck's attestations through `Attestation` in this process, each step timed (µs per call);
     then the same calls from one thread per truck at once (`concurrent_split`)."""
     subject = subjects[0]
-    settings = with_admin_token(load_settings(env))
+    settings = load_settings(env)
     services = Services.open(settings, bootstrap=False)
     actor = Actor("bench")
     try:

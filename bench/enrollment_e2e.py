@@ -8,16 +8,20 @@ Setup (all on 127.0.0.1, all stopped again on exit, Ctrl-C or error): a TPM-manu
 TPMs, each provisioned on its own (distinct EKs) with EK certificates from that CA; `weighstation serve`
 on SQLite in a temp data dir with that CA's root pinned and its intermediate configured.
 
-Operator (HTTP, admin token): one fleet, N trucks. Before each measured run it mints the enrollment
-tokens the run will use (single use, one per enrollment); minting is timed on its own and is not in the
-measured window.
+Operator (HTTP, an access token): one fleet, N trucks, and the signed golden release of the default
+simulated boot (the authority asks for a first quote at enrollment and appraises it against the model's
+releases: the default). Every truck boots once before the runs (`agent.boot.measure_boot`: PCRs 0-15 and
+the event log). Before each measured run the operator mints the enrollment tokens the run will use
+(single use, one per enrollment); minting is timed on its own and is not in the measured window.
 
 * e2e: every truck re-enrolls in a loop with the real agent code (`agent.enroll.enroll` over
-  `agent.client.EnrollmentClient`), a fresh token and a fresh state dir per enrollment.
+  `agent.client.EnrollmentClient`, with the boot's event log for the first quote), a fresh token and a
+  fresh state dir per enrollment.
 * tpm:  the same trucks, processes and threads doing only the truck's TPM work of one enrollment, with
   no server: read the EK certificate and public area, create the AK and the identity key,
   ActivateCredential on a credential made locally (`attest.credential.make_credential` for that AK's
-  name), TPM2_Certify over a random nonce, sign a CSR with the TPM identity key.
+  name), TPM2_Certify over a random nonce, the first quote (PCRs 0-15, sha256) over a random nonce and
+  the PCR read, sign a CSR with the TPM identity key.
 
 Trucks are spread over P worker processes (spawn); in each process every truck has its own thread
 (the TPM and HTTP calls run mostly outside the GIL: one process of 8 trucks used 1.6 cores), or with
@@ -56,6 +60,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from agent.boot import BOOT_PCRS, DEFAULT_RELEASE, measure_boot, truck_boot
 from agent.client import EnrollmentClient, EnrollmentError
 from agent.enroll import enroll
 from agent.state import EkKind
@@ -64,6 +69,7 @@ from attest.credential import make_credential
 from attest.errors import AttestError
 from attest.public import parse_tpmt_public
 from bench.loadgen import cpu_seconds, percentile
+from tests.support.releases import ReleaseSigner
 from tests.support.service import running_service
 from tests.support.swtpm import manufacturer_ca, running_tpms
 
@@ -118,6 +124,7 @@ class _Truck:
         self.spec = spec
         self.job = job
         self.tally = TruckTally(job.index)
+        self.event_log = truck_boot().event_log()  # the boot setup measured into every TPM
         self.tpm = TruckTpm.open(job.tcti)
         self.client = EnrollmentClient(spec.url, retries=0) if spec.mode == "e2e" else None
         self.scratch = Path(spec.scratch) / f"truck-{job.index}"
@@ -151,6 +158,7 @@ class _Truck:
                     ek_intermediates=[],
                     state_dir=self.scratch / f"state-{self.count}",
                     ak_algorithm=self.spec.ak_algorithm,
+                    event_log=self.event_log,
                 )
             else:
                 tpm_work(self.tpm, self.spec.ek_kind, self.spec.ak_algorithm, self.job.truck)
@@ -172,6 +180,8 @@ def tpm_work(tpm: TruckTpm, ek_kind: EkKind, ak_algorithm: AkAlgorithm, truck: s
     if tpm.activate_credential(ak, ek_kind, made.credential_blob, made.encrypted_secret) != secret:
         raise RuntimeError("ActivateCredential returned another secret")
     tpm.certify(identity, ak, os.urandom(32))
+    tpm.quote(ak, os.urandom(32), "sha256", BOOT_PCRS)  # the first quote
+    tpm.pcr_read("sha256", BOOT_PCRS)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, truck)])
     x509.CertificateSigningRequestBuilder().subject_name(subject).sign(
         tpm.identity_signer(identity), hashes.SHA256()
@@ -346,7 +356,13 @@ class Fleet:
     trucks: list[str] = field(default_factory=list)
 
     def setup(self, count: int) -> None:
+        """The fleet, `count` trucks of model hauler-9, and the golden release of the default boot."""
         with httpx.Client(base_url=self.url, timeout=30, headers=self.admin) as http:
+            signer = ReleaseSigner()
+            key = {"name": "release team", "public_key_pem": signer.public_pem}
+            key_id = _created(http.post("/v1/release-keys", json=key))["id"]
+            manifest = signer.manifest("hauler-9", DEFAULT_RELEASE, truck_boot().expected_pcrs())
+            _created(http.post("/v1/releases", json={"key_id": key_id, "manifest": manifest}))
             _created(http.post("/v1/fleets", json={"id": self.fleet, "name": "Bench fleet"}))
             for i in range(count):
                 truck = f"truck-{i:03d}"
@@ -464,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             service = stack.enter_context(running_service(work / "data", env, workers=args.workers))
             fleet = Fleet(service.url, service.admin())
             fleet.setup(args.trucks)
+            print("booting the trucks (measured boot, once) ...", flush=True)
+            for running in tpms:
+                with TruckTpm.open(running.tcti) as device:
+                    measure_boot(device, truck_boot())
             watch = Watch(server=[service.process.pid], swtpm=[t.pid for t in tpms])
             common: dict[str, Any] = {
                 "url": service.url,

@@ -401,12 +401,11 @@ def bao_raft(work: Path, csrs: list[Csr], audit: bool) -> Iterator[Target]:
 @contextlib.contextmanager
 def ours(work: Path, csrs: list[Csr], workers: int, database_url: str | None, tag: str) -> Iterator[Target]:
     port = free_port()
-    token = uuid.uuid4().hex
     data_dir = work / f"{tag}-data"
     data_dir.mkdir()
     env = clean_env(
         WEIGHSTATION_DATA_DIR=str(data_dir),
-        WEIGHSTATION_ADMIN_TOKEN=token,
+        WEIGHSTATION_ACCESS_TOKEN_TTL="1h",  # outlives the run: one token for every request
         WEIGHSTATION_PORT=str(port),
         WEIGHSTATION_HOST=HOST,
         WEIGHSTATION_TRUST_DOMAIN=TRUST_DOMAIN,
@@ -416,6 +415,15 @@ def ours(work: Path, csrs: list[Csr], workers: int, database_url: str | None, ta
     )
     if database_url:
         env["WEIGHSTATION_DATABASE_URL"] = database_url
+    # The first operator is created on the box, before the server starts (README: bootstrap).
+    created = subprocess.run(
+        [str(WEIGHSTATION), "client", "create", "--kind=operator", "--name=bench", "--global-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    admin = json.loads(created.stdout)
     proc = Managed(tag, [str(WEIGHSTATION), "serve"], env, work / f"{tag}.log", REPO)
     base = f"http://{HOST}:{port}"
     try:
@@ -425,6 +433,14 @@ def ours(work: Path, csrs: list[Csr], workers: int, database_url: str | None, ta
             90,
             proc,
         )
+        issued = httpx.post(
+            f"{base}/v1/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(admin["client_id"], admin["client_secret"]),
+            timeout=30,
+        )
+        issued.raise_for_status()
+        token = issued.json()["access_token"]
         bodies = [{"profile": "truck", "csr": c.pem} for c in csrs]
         yield Target(
             f"{base}/v1/certificates",

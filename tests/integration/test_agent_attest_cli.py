@@ -1,5 +1,6 @@
-"""The truck's life on the command line, against the running service: enroll, boot (measured into the
-TPM), the release team signs the golden release, the operator registers it, the truck attests and renews.
+"""The truck's life on the command line, against the running service: the release team signs the golden
+release and the operator registers it, the truck boots (measured into the TPM), enrolls with that boot's
+first quote, attests and renews.
 Every step is the `weighstation` CLI (agent, release) or plain HTTP, as the README shows it."""
 
 from __future__ import annotations
@@ -14,21 +15,10 @@ import pytest
 from agent.state import AgentState
 from tests.integration.test_agent_enroll_cli import verify_chain
 from tests.support.enrolling import Operator
-from tests.support.service import RunningService, weighstation_command
+from tests.support.service import RunningService, ws
 from tests.support.swtpm import RunningTpm
 
 pytestmark = pytest.mark.integration
-
-
-def ws(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*weighstation_command(), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_truck_enrolls_boots_attests_and_renews_on_the_command_line(
@@ -38,16 +28,6 @@ def test_truck_enrolls_boots_attests_and_renews_on_the_command_line(
     server = ["--tpm", tpm.tcti, "--server", enrolling.url, "--state", str(state)]
     with enrolling.client() as client:
         operator = Operator(enrolling, client)
-        truck = operator.truck()
-        enrolled = ws("agent", "enroll", *server, "--token", "-", stdin=operator.token(truck) + "\n")
-        assert enrolled.returncode == 0, enrolled.stderr
-
-        booted = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(state))
-        assert booted.returncode == 0, booted.stderr
-        assert (state / "eventlog.bin").stat().st_size > 1000
-        again = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(state))
-        assert again.returncode == 2 and "restart it" in again.stderr
-
         # The release team: golden PCRs of the release, signed with its key (made by openssl).
         key = tmp_path / "release.key"
         subprocess.run(
@@ -79,7 +59,20 @@ def test_truck_enrolls_boots_attests_and_renews_on_the_command_line(
         registered = operator.post("/v1/releases", {"key_id": key_id, "manifest": signed.stdout.strip()})
         assert registered.status_code == 201, registered.text
 
-        attested = ws("agent", "attest", *server)
+        # Boot (measured into the TPM, the log written alongside), then enroll: the first quote covers it.
+        boot = tmp_path / "boot"
+        booted = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(boot))
+        assert booted.returncode == 0, booted.stderr
+        assert (boot / "eventlog.bin").stat().st_size > 1000
+        again = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(boot))
+        assert again.returncode == 2 and "restart it" in again.stderr
+        event_log = ["--event-log", str(boot / "eventlog.bin")]
+        truck = operator.truck()
+        enrollment_token = operator.token(truck) + "\n"
+        enrolled = ws("agent", "enroll", *server, *event_log, "--token", "-", stdin=enrollment_token)
+        assert enrolled.returncode == 0, enrolled.stderr
+
+        attested = ws("agent", "attest", *server, *event_log)
         assert attested.returncode == 0, attested.stderr
         assert "status:     affirming" in attested.stdout and "release:    2026.11.1" in attested.stdout
         token = attested.stdout.strip().splitlines()[-1]
@@ -91,7 +84,7 @@ def test_truck_enrolls_boots_attests_and_renews_on_the_command_line(
         assert claims["weighstation"]["truck"] == truck
 
         before = AgentState.load(state).certificate_pem
-        renewed = ws("agent", "renew", *server)
+        renewed = ws("agent", "renew", *server, *event_log)
         assert renewed.returncode == 0, renewed.stderr
         after = AgentState.load(state).certificate_pem
         assert after is not None and after != before

@@ -25,6 +25,7 @@ from agent.attest import attest
 from agent.boot import MeasuredBoot, TruckBoot, measure_boot, truck_boot
 from agent.client import EnrollmentClient, EnrollmentRefused
 from agent.enroll import enroll, identity_csr
+from agent.request_auth import as_truck
 from agent.state import AgentState
 from agent.tpm import TruckTpm
 from attest.eventlog import Event, EventType, encode_event, parse_event_log
@@ -60,15 +61,8 @@ def b64(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def golden(enrolling: RunningService) -> str:
     """The release team's signed manifest of the default boot, registered by the operator."""
-    signer = ReleaseSigner()
     with enrolling.client() as client:
-        operator = Operator(enrolling, client)
-        key = operator.post("/v1/release-keys", {"name": "release team", "public_key_pem": signer.public_pem})
-        manifest = signer.manifest(MODEL, "2026.11.1", truck_boot().expected_pcrs())
-        created = operator.post("/v1/releases", {"key_id": key.json()["id"], "manifest": manifest})
-        assert created.status_code == 201, created.text
-        release_id: str = created.json()["id"]
-        return release_id
+        return Operator(enrolling, client).golden_release()
 
 
 Fleet = Callable[..., Truck]
@@ -78,19 +72,23 @@ Fleet = Callable[..., Truck]
 def fleet(
     enrolling: RunningService, manufacturer: ManufacturerCa, tmp_path: Path, golden: str
 ) -> Iterator[Fleet]:
-    """Makes enrolled trucks, each on its own swtpm, booted with the given boot (default firmware)."""
+    """Makes enrolled trucks, each on its own swtpm: booted with `boot` (default firmware) before
+    enrolling, so the first quote covers it, and signing their truck calls with their identity key.
+    `reboot_into`: after enrolling, the truck reboots (TPM reset) into that boot instead, e.g. firmware
+    no release approves, which enrollment would refuse."""
     with ExitStack() as stack:
         operator = Operator(enrolling, stack.enter_context(enrolling.client()))
         client = stack.enter_context(EnrollmentClient(enrolling.url))
         count = itertools.count()
 
-        def make(boot: TruckBoot | None = None) -> Truck:
+        def make(boot: TruckBoot | None = None, *, reboot_into: TruckBoot | None = None) -> Truck:
             i = next(count)
             (running,) = stack.enter_context(
                 running_tpms(tmp_path / f"tpms-{i}", manufacturer, 1, "ecc", distinct=True)
             )
             tpm = TruckTpm.open(running.tcti)
             stack.callback(tpm.close)
+            measured = measure_boot(tpm, boot or truck_boot())
             truck = operator.truck()
             state = enroll(
                 tpm,
@@ -100,8 +98,12 @@ def fleet(
                 truck=truck,
                 ek_intermediates=[],
                 state_dir=tmp_path / f"state-{i}",
+                event_log=measured.log,
             )
-            return Truck(truck, tpm, state, measure_boot(tpm, boot or truck_boot()), client, enrolling.url)
+            if reboot_into is not None:
+                running.power_cycle()
+                measured = measure_boot(tpm, reboot_into)
+            return Truck(truck, tpm, state, measured, as_truck(client, tpm, state), enrolling.url)
 
         yield make
 
@@ -133,8 +135,9 @@ def raw_attest(truck: Truck, **changes: Any) -> httpx.Response:
         "event_log": b64(truck.boot.log),
     }
     body.update(changes)
+    path = f"/v1/trucks/{truck.id}/attestations"
     with httpx.Client(base_url=truck.url) as client:
-        return client.post(f"/v1/trucks/{truck.id}/attestations", json=body)
+        return client.post(path, json=body, headers=truck.client.truck_authorization("POST", path))
 
 
 # -- the path that works ---------------------------------------------------------------------------
@@ -169,7 +172,8 @@ def test_tender_bound_quote(fleet: Fleet) -> None:
 
 
 def test_unknown_firmware_is_a_warning_not_a_pass(enrolling: RunningService, fleet: Fleet) -> None:
-    truck = fleet(truck_boot(overrides={"perception": b"perception stack, unreviewed build"}))
+    # Enrolled on the approved release, then rebooted into a perception build nobody reviewed.
+    truck = fleet(reboot_into=truck_boot(overrides={"perception": b"perception stack, unreviewed build"}))
     result = attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
     assert result.status == "warning" and result.release is None
     status = status_of(enrolling, truck.id)
@@ -462,7 +466,6 @@ def test_renewal_needs_a_recent_affirming_attestation_and_the_enrolled_key(
 ) -> None:
     truck = fleet()
     csr = identity_csr(truck.tpm, truck.state, truck.id)
-    refused(lambda: truck.client.renew(truck.id, csr), 403, "attestation-required")
     attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log, purpose="renew")
     # Another key, even after a good attestation: a new key needs a new enrollment.
     _, foreign = make_csr(uris=[f"spiffe://fleet.test/fleet/x/truck/{truck.id}"])
@@ -474,12 +477,26 @@ def test_renewal_needs_a_recent_affirming_attestation_and_the_enrolled_key(
     assert rows[-1]["outcome"] == "ok" and rows[-1]["target"] == truck.id
 
 
+def test_renewal_after_a_warning_needs_an_affirming_attestation(fleet: Fleet) -> None:
+    # The enrollment's first quote affirmed; the last attestation, after a reboot into firmware no
+    # release approves, is only a warning: no renewal on it.
+    truck = fleet(reboot_into=truck_boot(overrides={"kernel": b"kernel, local build"}))
+    assert attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log).status == "warning"
+    csr = identity_csr(truck.tpm, truck.state, truck.id)
+    refused(lambda: truck.client.renew(truck.id, csr), 403, "attestation-required")
+
+
 def test_quarantined_truck_cannot_renew(fleet: Fleet) -> None:
     truck = fleet()
     attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
     raw_attest(truck, event_log=b64(truck.boot.log + b"\x00"))  # trailing garbage: quarantined
     csr = identity_csr(truck.tpm, truck.state, truck.id)
-    refused(lambda: truck.client.renew(truck.id, csr), 403, "truck-quarantined")
+    # The route's Cedar guard refuses first, naming the safety policy; the use case would say
+    # `truck-quarantined`.
+    with pytest.raises(EnrollmentRefused) as caught:
+        truck.client.renew(truck.id, csr)
+    assert (caught.value.status, caught.value.code) == (403, "forbidden")
+    assert "forbid-renewal-quarantined" in caught.value.detail
 
 
 # -- one field of the signed quote or of the log, rewritten ----------------------------------------
@@ -567,10 +584,15 @@ def _decide(service: RunningService, access: str, path: str, body: dict[str, Any
 def test_brokers_dispatch_only_attested_trucks_of_their_fleets(
     enrolling: RunningService, fleet: Fleet
 ) -> None:
-    truck, idle = fleet(), fleet()
+    # `unreviewed` enrolled on the approved release, then rebooted into a build no release approves.
+    truck, unreviewed = (
+        fleet(),
+        fleet(reboot_into=truck_boot(overrides={"planning": b"planner, local build"})),
+    )
     with enrolling.client() as client:
-        fleets = sorted(Operator(enrolling, client).truck_state(t.id)["fleet"] for t in (truck, idle))
+        fleets = sorted(Operator(enrolling, client).truck_state(t.id)["fleet"] for t in (truck, unreviewed))
     attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log)
+    attest(unreviewed.tpm, unreviewed.client, unreviewed.state, event_log=unreviewed.boot.log)
     contracted = _broker(enrolling, fleets)
     stranger = _broker(enrolling, [])
 
@@ -593,9 +615,14 @@ def test_brokers_dispatch_only_attested_trucks_of_their_fleets(
     )
 
     batch = _decide(
-        enrolling, contracted, "/v1/decisions/batch", {"action": "dispatch", "trucks": [truck.id, idle.id]}
+        enrolling,
+        contracted,
+        "/v1/decisions/batch",
+        {"action": "dispatch", "trucks": [truck.id, unreviewed.id]},
     )
-    assert [d["decision"] for d in batch.json()] == ["allow", "deny"]  # the idle truck never attested
+    decided = batch.json()
+    assert [d["decision"] for d in decided] == ["allow", "deny"]
+    assert "forbid-gate-not-affirming" in decided[1]["reasons"]  # its last attestation: a warning
 
     raw_attest(truck, event_log=b64(truck.boot.log + b"\x00"))  # its own evidence quarantines it
     after = _decide(enrolling, contracted, "/v1/decisions", {"action": "dispatch", "truck": truck.id}).json()

@@ -11,17 +11,18 @@ import httpx
 import jwt
 import pytest
 
-from agent.boot import measure_boot, truck_boot
 from agent.client import EnrollmentClient
 from agent.enroll import enroll
+from agent.request_auth import truck_request_signer
 from agent.tpm import TruckTpm
 from tests.support.audit import count_rows
-from tests.support.enrolling import Operator, TruckSide, b64
+from tests.support.enrolling import Operator, TruckSide, b64, booted, unb64
 from tests.support.postgres import scratch_database
 from tests.support.service import running_service
 from tests.support.swtpm import ManufacturerCa, RunningTpm, running_tpms
 
 pytestmark = pytest.mark.integration
+PUBLIC_URL = "https://ws.fleet.test"  # the name both replicas serve
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ def test_token_and_challenge_are_single_use_across_replicas(
         TruckTpm.open(tpm.tcti) as handle,
     ):
         operator = Operator(first, a)
+        operator.golden_release()  # the first quote (taken in side.answer) must match it
         truck = operator.truck()
         token = operator.token(truck)  # minted on the first replica
         side = TruckSide(handle, "ecc")
@@ -82,11 +84,12 @@ def test_token_and_challenge_are_single_use_across_replicas(
 def test_attestation_nonce_is_single_use_across_replicas(
     pg_url: str, tmp_path: Path, manufacturer: ManufacturerCa
 ) -> None:
-    """One quote over one nonce, sent to both replicas at once: one result, one refusal."""
+    """One quote over one nonce, sent to both replicas at once (each call signed by the truck, as the
+    agent signs every attempt): one result, one refusal."""
     shared = tmp_path / "data"
     env = {
         "WEIGHSTATION_DATABASE_URL": pg_url,
-        "WEIGHSTATION_PUBLIC_URL": "https://ws.fleet.test",
+        "WEIGHSTATION_PUBLIC_URL": PUBLIC_URL,
         "WEIGHSTATION_TPM_MANUFACTURER_ROOTS": str(manufacturer.root_pem),
         "WEIGHSTATION_TPM_MANUFACTURER_INTERMEDIATES": str(manufacturer.intermediate_pem),
     }
@@ -100,7 +103,9 @@ def test_attestation_nonce_is_single_use_across_replicas(
         EnrollmentClient(first.url) as client,
     ):
         operator = Operator(first, a)
+        operator.golden_release()
         truck = operator.truck()
+        event_log = booted(handle)
         state = enroll(
             handle,
             client,
@@ -109,26 +114,36 @@ def test_attestation_nonce_is_single_use_across_replicas(
             truck=truck,
             ek_intermediates=[],
             state_dir=tmp_path / "s",
+            event_log=event_log,
         )
-        booted = measure_boot(handle, truck_boot())
-        nonce = client.attestation_nonce(truck)  # issued by the first replica
-        quote_info, signature = handle.quote(state.ak, nonce.extra_data, "sha256", nonce.pcrs)
-        values = handle.pcr_read("sha256", nonce.pcrs)
+        # Both replicas answer to the public name: the truck signs for it (aud, htu).
+        signer = truck_request_signer(handle, state, audience=PUBLIC_URL)
+
+        def signed(path: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {signer('POST', PUBLIC_URL + path)}"}
+
+        nonce_path = f"/v1/trucks/{truck}/attestation-nonces"
+        issued = a.post(nonce_path, json={"purpose": "attest"}, headers=signed(nonce_path))
+        assert issued.status_code == 201, issued.text  # issued by the first replica
+        nonce = issued.json()
+        pcrs = [int(p) for p in nonce["pcrs"]]
+        quote_info, signature = handle.quote(state.ak, unb64(nonce["extra_data"]), "sha256", pcrs)
+        values = handle.pcr_read("sha256", pcrs)
         body: dict[str, object] = {
-            "nonce_id": nonce.id,
+            "nonce_id": nonce["id"],
             "quote": b64(quote_info),
             "signature": b64(signature),
             "pcr_values": {str(p): b64(v) for p, v in values.items()},
-            "event_log": b64(booted.log),
+            "event_log": b64(event_log),
         }
         path = f"/v1/trucks/{truck}/attestations"
-        answers = race([(a, path, body, {}), (b, path, body, {})])
+        answers = race([(a, path, body, signed(path)), (b, path, body, signed(path))])
         assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
         assert next(r for r in answers if r.status_code == 409).json()["code"] == "attestation-nonce-used"
         # Both replicas sign with the one token key they share, and publish it.
         token = next(r for r in answers if r.status_code == 201).json()["token"]
         assert a.get("/v1/jwks").json() == b.get("/v1/jwks").json()
         assert jwt.get_unverified_header(token)["kid"] in {k["kid"] for k in b.get("/v1/jwks").json()["keys"]}
-    assert count_rows(pg_url, "attestation_results") == 1
+    assert count_rows(pg_url, "attestation_results") == 2  # the enrollment's first quote, and the winner
     # One key per purpose (result tokens, access tokens), however many replicas started at once.
     assert count_rows(pg_url, "token_keys") == 2

@@ -1,12 +1,14 @@
-"""Both sides of enrollment over HTTP for tests: the operator (fleets, trucks, tokens) and a truck driving
-its real swtpm step by step, so a negative test can change exactly one thing it sends."""
+"""Both sides of enrollment over HTTP for tests: the operator (fleets, trucks, tokens, the golden release
+of the default boot) and a truck driving its real swtpm step by step, so a negative test can change
+exactly one thing it sends. Where the challenge asks for a first quote, the truck boots its TPM (the
+default measured boot, once per TPM) and quotes over the challenge's quote nonce."""
 
 from __future__ import annotations
 
 import base64
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 from cryptography import x509
@@ -14,11 +16,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from agent.boot import TruckBoot, measure_boot, truck_boot
 from agent.state import EkKind, KeyBlob
-from agent.tpm import TruckTpm
+from agent.tpm import PcrBank, TruckTpm
+from tests.support.releases import ReleaseSigner
 from tests.support.service import RunningService
 
 _VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+MODEL = "hauler-9"  # the model Operator.truck registers, and truck_boot's default
+
+
+def booted(tpm: TruckTpm) -> bytes:
+    """The event log of the default measured boot of `tpm`, booting it first if its PCRs are still
+    unextended (the boot is deterministic, so its log is the same whoever measured it)."""
+    boot = truck_boot()
+    if tpm.pcr_read("sha256", [0])[0] == bytes(32):
+        return measure_boot(tpm, boot).log
+    return boot.event_log(("sha256",))
 
 
 def b64(data: bytes) -> str:
@@ -56,7 +70,7 @@ class Operator:
 
     def truck(self, fleet: str | None = None, *, ek_sha256: str | None = None) -> str:
         truck = new_id("truck")
-        body: dict[str, Any] = {"id": truck, "vin": new_vin(), "model": "hauler-9"}
+        body: dict[str, Any] = {"id": truck, "vin": new_vin(), "model": MODEL}
         if ek_sha256 is not None:
             body["ek_sha256"] = ek_sha256
         response = self.post(f"/v1/fleets/{fleet or self.fleet()}/trucks", body)
@@ -68,6 +82,29 @@ class Operator:
         assert response.status_code == 201, response.text
         token: str = response.json()["token"]
         return token
+
+    def golden_release(self, version: str = "2026.11.1", boot: TruckBoot | None = None) -> str:
+        """Register a release key and the signed release of `boot` (default: the default boot of MODEL)
+        as `version` of MODEL; its id. A service holds one release per model and version, so an active
+        one of this version with the same PCRs (another test's, on a shared service) is reused."""
+        expected = (boot or truck_boot()).expected_pcrs()
+        listed = self.get(f"/v1/releases?model={MODEL}")
+        assert listed.status_code == 200, listed.text
+        for release in listed.json():
+            if release["version"] == version and release["status"] == "active":
+                assert release["pcrs"] == {str(p): v.hex() for p, v in expected.items()}, release
+                found: str = release["id"]
+                return found
+        signer = ReleaseSigner()
+        key = self.post(
+            "/v1/release-keys", {"name": f"release team {version}", "public_key_pem": signer.public_pem}
+        )
+        assert key.status_code == 201, key.text
+        manifest = signer.manifest(MODEL, version, expected)
+        created = self.post("/v1/releases", {"key_id": key.json()["id"], "manifest": manifest})
+        assert created.status_code == 201, created.text
+        release_id: str = created.json()["id"]
+        return release_id
 
     def truck_state(self, truck: str) -> dict[str, Any]:
         response = self.get(f"/v1/trucks/{truck}")
@@ -130,8 +167,25 @@ class TruckSide:
             "certify_signature": b64(signature),
             "csr": csr.public_bytes(Encoding.PEM).decode(),
         }
+        if challenge.get("quote_nonce") is not None:
+            body |= self.first_quote(challenge)
         body.update(overrides)
         return body
+
+    def first_quote(self, challenge: dict[str, Any], *, nonce: bytes | None = None) -> dict[str, Any]:
+        """The first-quote fields: the AK's quote over the challenge's quote nonce (or `nonce`) of the PCRs
+        it names, their values and the boot's event log (the TPM booted here on first use)."""
+        event_log = booted(self.tpm)
+        bank = next(b for b in get_args(PcrBank) if b == challenge["quote_bank"])
+        pcrs = challenge["quote_pcrs"]
+        info, signature = self.tpm.quote(self.ak, nonce or unb64(challenge["quote_nonce"]), bank, pcrs)
+        values = self.tpm.pcr_read(bank, pcrs)
+        return {
+            "quote": b64(info),
+            "quote_signature": b64(signature),
+            "pcr_values": {str(p): b64(v) for p, v in values.items()},
+            "event_log": b64(event_log),
+        }
 
     def activate(
         self, client: httpx.Client, challenge: dict[str, Any], body: dict[str, Any]

@@ -1,7 +1,9 @@
-"""Run the real service (`weighstation serve`) in a subprocess on a free loopback port."""
+"""Run the real service (`weighstation serve`) in a subprocess on a free loopback port, with a global-admin
+operator bootstrapped by `weighstation client create` before it starts (the way an operator sets up a box)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -25,19 +27,80 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class RunningService:
     url: str
-    admin_token: str
+    admin_client_id: str
+    admin_client_secret: str
     data_dir: Path
     process: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # as `serve` got it
+    # The admin's current access token and its expiry (monotonic seconds), refreshed when near it.
+    _token: dict[str, tuple[str, float]] = field(default_factory=dict, compare=False, repr=False)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    @property
+    def public_url(self) -> str:
+        """The URL the service names itself by (tokens' aud, request JWTs' htu): replicas share one."""
+        return self.env.get("WEIGHSTATION_PUBLIC_URL", self.url)
+
+    def admin_token(self) -> str:
+        """An access token of the bootstrapped global-admin operator (client credentials grant)."""
+        cached = self._token.get("admin")
+        if cached is not None and cached[1] - time.monotonic() > 30:
+            return cached[0]
+        response = httpx.post(
+            f"{self.url}/v1/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(self.admin_client_id, self.admin_client_secret),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        self._token["admin"] = (body["access_token"], time.monotonic() + int(body["expires_in"]))
+        token: str = body["access_token"]
+        return token
+
     def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_token}"}
+        """Headers of the global-admin operator (the name is kept from the admin-token days)."""
+        return {"Authorization": f"Bearer {self.admin_token()}"}
 
 
 def weighstation_command() -> list[str]:
     return [str(Path(sys.executable).with_name("weighstation"))]
+
+
+def bootstrap_admin(env: Mapping[str, str]) -> dict[str, str]:
+    """Create a global-admin operator in the configured database, as the README's bootstrap does."""
+    result = subprocess.run(
+        [
+            *weighstation_command(),
+            "client",
+            "create",
+            "--kind=operator",
+            "--name=test admin",
+            "--global-admin",
+        ],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    created: dict[str, str] = json.loads(result.stdout)
+    return created
+
+
+def ws(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the `weighstation` command line as a user would (text in and out, no exception on failure)."""
+    return subprocess.run(
+        [*weighstation_command(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @contextmanager
@@ -45,11 +108,9 @@ def running_service(
     data_dir: Path, env: Mapping[str, str] | None = None, workers: int = 1
 ) -> Iterator[RunningService]:
     port = free_port()
-    token = "test-admin-token-" + os.urandom(8).hex()
     full_env = {
         **os.environ,
         "WEIGHSTATION_DATA_DIR": str(data_dir),
-        "WEIGHSTATION_ADMIN_TOKEN": token,
         "WEIGHSTATION_PORT": str(port),
         "WEIGHSTATION_WORKERS": str(workers),
         "WEIGHSTATION_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -57,6 +118,7 @@ def running_service(
         **(env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
+    admin = bootstrap_admin(full_env)
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([*weighstation_command(), "serve"], env=full_env, stdout=log, stderr=log)
@@ -74,7 +136,14 @@ def running_service(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"weighstation not ready in 60 s:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.1)
-        yield RunningService(url=url, admin_token=token, data_dir=data_dir, process=process)
+        yield RunningService(
+            url=url,
+            admin_client_id=admin["client_id"],
+            admin_client_secret=admin["client_secret"],
+            data_dir=data_dir,
+            process=process,
+            env=full_env,
+        )
     finally:
         process.terminate()
         try:

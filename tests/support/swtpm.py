@@ -142,6 +142,17 @@ class RunningTpm:
     def is_running(self) -> bool:
         return _pid_is_live_swtpm(self.pid)
 
+    def power_cycle(self) -> None:
+        """Reset the TPM as a reboot of the truck does (TPM_Init on the control channel, then
+        TPM2_Startup(CLEAR)): PCRs back to their start values, resetCount up by one, keys kept."""
+        argv = ["swtpm_ioctl", "--tcp", f"127.0.0.1:{self.ctrl_port}", "-i"]
+        result = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"swtpm_ioctl -i failed on {self.tcti}: {result.stderr.decode(errors='replace')}"
+            )
+        self.tool("tpm2_startup", "-c")
+
 
 def require_swtpm() -> None:
     """Raise RuntimeError (so tests fail, not skip) when swtpm or tpm2-tools are missing."""
