@@ -110,7 +110,6 @@ class OcspController(Controller):
     @post(
         "/",
         operation_id="ocspPost",
-        sync_to_thread=False,
         status_code=200,
         media_type=_OCSP_RESPONSE,
         summary="OCSP over POST (body: DER OCSPRequest)",
