@@ -330,3 +330,35 @@ def test_batch_gives_each_truck_the_answer_it_gets_alone(world: World) -> None:
         assert rows[-2]["allowed"] == (body["decision"] == "allow") and rows[-2]["reasons"] == body["reasons"]
         entries = logged(world, truck, len(rows))
         assert len(entries) == len(rows) and entries[-2]["reasons"] == body["reasons"]
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ({"action": "teleport", "truck": "t"}, "an action the schema does not know"),
+        ({"action": "dispatch", "truck": "t", "principal": {"type": "Operator", "id": "x"}}, "a principal"),
+        (
+            {"action": "dispatch", "resource": {"type": "Fleet", "id": "north"}},
+            "an entity type other than a truck",
+        ),
+        (
+            {"action": "tender.accept", "truck": "t", "tender": {"hazmat": False, "color": "red"}},
+            "a tender attribute",
+        ),
+    ],
+)
+def test_malformed_decision_requests_are_refused_and_audited(
+    world: World, body: dict[str, Any], what: str
+) -> None:
+    """The principal is the token's client and the resource a truck id: a request naming anything else
+    (another principal, another entity type, an unknown action or attribute) is a 400, not a decision."""
+    database = f"sqlite:///{world.service.data_dir / 'weighstation.db'}"
+    before = len(audit_rows(database, "POST /v1/decisions"))
+    with world.service.client() as client:
+        response = client.post(
+            "/v1/decisions", json=body, headers={"Authorization": f"Bearer {world.broker}"}
+        )
+    assert response.status_code == 400, (what, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json")
+    rows = audit_rows(database, "POST /v1/decisions")
+    assert len(rows) == before + 1 and rows[-1]["outcome"] != "success", (what, rows[-1:])
