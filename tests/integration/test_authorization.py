@@ -29,6 +29,7 @@ from api.scopes import ACCESS_TOKEN_SCHEME, SCOPES
 from policies import AUTHORITY, EntityRef, PolicyEngine, authority_entity
 from tests.support.audit import audit_rows
 from tests.support.enrolling import Operator, booted
+from tests.support.public_operations import PUBLIC_DOCUMENTED
 from tests.support.service import RunningService, weighstation_command
 from tests.support.swtpm import ManufacturerCa, running_tpms
 
@@ -36,31 +37,7 @@ pytestmark = pytest.mark.integration
 
 # The public operations (Anonymous passes the guard; the use case may still authenticate, e.g. the
 # enrollment token or the client at the token endpoint).
-PUBLIC = {
-    "health",
-    "readiness",
-    "getJwks",
-    "getTrustBundle",
-    "listAuthorities",
-    "getCrl",
-    "getAuthorityCrl",
-    "ocspPost",
-    "ocspGet",
-    "getCertificate",
-    "getLogCheckpoint",
-    "getLogKey",
-    "getLogTile",
-    "getLogEntry",
-    "getLogInclusionProof",
-    "getLogConsistencyProof",
-    "getAuthorizationServerMetadata",
-    "issueAccessToken",
-    "startEnrollment",
-    "activateEnrollment",
-    "getSigstoreTrustConfig",
-    "exportSigstoreBundle",
-    "getEvidenceTrust",
-}
+PUBLIC = set(PUBLIC_DOCUMENTED)
 # The truck's own operations: only its request credential opens them (and, for the statement reads,
 # the truck's operators and contracted brokers).
 TRUCK_SELF = {

@@ -23,6 +23,7 @@ from policies import (
     TruckState,
     authority_entity,
 )
+from tests.support.public_operations import PUBLIC_OPERATIONS
 
 ENGINE = PolicyEngine.from_directory()
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -80,34 +81,6 @@ PRINCIPALS: dict[str, EntityRef] = {
     "anonymous": ANONYMOUS,
 }
 EVERYONE = set(PRINCIPALS)
-PUBLIC_OPERATIONS = (
-    "health",
-    "readiness",
-    "getMetrics",
-    "getOpenApi",
-    "options",
-    "getJwks",
-    "getTrustBundle",
-    "listAuthorities",
-    "getCrl",
-    "getAuthorityCrl",
-    "ocspPost",
-    "ocspGet",
-    "getCertificate",
-    "getLogCheckpoint",
-    "getLogKey",
-    "getLogTile",
-    "getLogEntry",
-    "getLogInclusionProof",
-    "getLogConsistencyProof",
-    "getAuthorizationServerMetadata",
-    "issueAccessToken",
-    "startEnrollment",
-    "activateEnrollment",
-    "getSigstoreTrustConfig",
-    "exportSigstoreBundle",
-    "getEvidenceTrust",
-)
 
 
 def decide(principal: EntityRef, action: str, resource: EntityRef) -> Decision:
