@@ -53,24 +53,17 @@ import contextlib
 import cProfile
 import itertools
 import json
-import multiprocessing
 import os
 import pstats
 import secrets
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import httpx
@@ -94,7 +87,7 @@ from attest.eventlog import parse_event_log
 from attest.public import parse_tpmt_public
 from attest.quote import PcrRequest, verify_quote
 from attest.replay import appraise_event_log
-from bench.loadgen import cpu_seconds, percentile
+from bench.trucks import Tally, Watch, created, raise_interrupt, run_window, workdir
 from pki.jws import b64url, sign_compact
 from provision.attestation import Attestation, Evidence, NonceView
 from provision.audit import Actor
@@ -107,9 +100,6 @@ OUT = Path(__file__).resolve().parent / "out" / "attestation_e2e.json"
 MODEL = "hauler-9"
 RELEASE = "2026.11.1"
 PCRS = tuple(range(16))
-READY_TIMEOUT_S = 120.0
-FINISH_GRACE_S = 120.0
-MAX_ERROR_SAMPLES = 5
 
 Mode = Literal["e2e", "tpm"]
 TpmPath = Literal["agent", "resident"]
@@ -172,15 +162,11 @@ class WorkerSpec:
     tpm_path: TpmPath
     url: str
     jobs: tuple[TruckJob, ...]
+    sequential: bool = False
 
-
-@dataclass
-class TruckTally:
-    """One truck's attestations: (start, end) on the shared CLOCK_MONOTONIC, and its failures."""
-
-    index: int
-    done: list[tuple[float, float]] = field(default_factory=list)
-    errors: list[tuple[float, str]] = field(default_factory=list)
+    def open_trucks(self) -> list[_Truck]:
+        event_log = truck_boot().event_log()
+        return [_Truck(self, job, event_log) for job in self.jobs]
 
 
 class _Truck:
@@ -188,7 +174,7 @@ class _Truck:
         self.spec = spec
         self.job = job
         self.event_log = event_log
-        self.tally = TruckTally(job.index)
+        self.tally = Tally(job.index)
         self.state = AgentState.load(Path(job.state_dir))
         self.tpm = TruckTpm.open(job.tcti)
         self.quoter = Quoter(self.tpm, self.state.ak, spec.tpm_path)
@@ -219,74 +205,21 @@ class _Truck:
             event_log=self.event_log,
         )
 
-    def once(self) -> None:
-        started = time.monotonic()
-        try:
-            if self.client is not None:
-                result = self._attest(self.client)
-                if result.status != "affirming":
-                    raise NotAffirming(f"status {result.status}: {'; '.join(result.reasons)}")
-            else:
-                self.quoter.quote(os.urandom(32))
-                self.quoter.pcr_read()
-        except FAILURES as exc:
-            self.tally.errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]))
+    def _one(self) -> None:
+        if self.client is not None:
+            result = self._attest(self.client)
+            if result.status != "affirming":
+                raise NotAffirming(f"status {result.status}: {'; '.join(result.reasons)}")
         else:
-            self.tally.done.append((started, time.monotonic()))
+            self.quoter.quote(os.urandom(32))
+            self.quoter.pcr_read()
 
-
-def _run_truck(truck: _Truck, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        truck.once()
-
-
-def worker_main(spec: WorkerSpec, conn: Connection) -> None:
-    """Entry point of a spawned worker: open the trucks' TPMs, say ready, run until the deadline."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops this process
-    trucks: list[_Truck] = []
-    try:
-        event_log = truck_boot().event_log()
-        trucks = [_Truck(spec, job, event_log) for job in spec.jobs]
-        conn.send(("ready", os.getpid()))
-        _, deadline = conn.recv()
-        threads = [threading.Thread(target=_run_truck, args=(t, deadline), daemon=True) for t in trucks]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        conn.send(("done", [asdict(t.tally) for t in trucks]))
-    except EOFError:
-        pass  # the parent went away
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("failed", traceback.format_exc()))
-        raise
-    finally:
-        for truck in trucks:
-            with contextlib.suppress(Exception):
-                truck.close()
-        conn.close()
+    def once(self) -> bool:
+        self.tally.timed(self._one, FAILURES)
+        return True
 
 
 # -- one measured run -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Watch:
-    server: list[int]
-    swtpm: list[int]
-
-
-def _expect(conn: Connection, kind: str, timeout: float) -> Any:
-    if not conn.poll(timeout):
-        raise RuntimeError(f"a worker process sent no {kind!r} within {timeout:.0f} s")
-    try:
-        got, payload = conn.recv()
-    except EOFError:
-        raise RuntimeError(f"a worker process exited before {kind!r}") from None
-    if got != kind:
-        raise RuntimeError(f"worker process: {got}: {payload}")
-    return payload
 
 
 def run_once(
@@ -300,78 +233,14 @@ def run_once(
     seconds: float,
     watch: Watch,
 ) -> dict[str, Any]:
-    """Start the worker processes, let them warm up, measure `seconds`; the run's figures."""
-    ctx = multiprocessing.get_context("spawn")
+    """The trucks spread over `processes` workers, warmed up, measured for `seconds`; the run's figures."""
     groups = [tuple(jobs[i::processes]) for i in range(processes)]
-    workers: list[tuple[SpawnProcess, Connection]] = []
-    try:
-        for group in groups:
-            if not group:
-                continue
-            parent_end, child_end = ctx.Pipe()
-            spec = WorkerSpec(mode, tpm_path, url, group)
-            proc = ctx.Process(target=worker_main, args=(spec, child_end), daemon=True)
-            proc.start()
-            child_end.close()
-            workers.append((proc, parent_end))
-        pids = [_expect(conn, "ready", READY_TIMEOUT_S) for _, conn in workers]
-        start = time.monotonic()
-        t0, t1 = start + warmup, start + warmup + seconds
-        for _, conn in workers:
-            conn.send(("go", t1))
-        time.sleep(max(0.0, t0 - time.monotonic()))
-        cpu0 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids))
-        wall0 = time.monotonic()
-        time.sleep(max(0.0, t1 - time.monotonic()))
-        cpu1 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids))
-        wall = time.monotonic() - wall0
-        tallies = [t for _, conn in workers for t in _expect(conn, "done", FINISH_GRACE_S)]
-    finally:
-        for proc, conn in workers:
-            conn.close()
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-
-    latencies = sorted(end - begin for t in tallies for begin, end in t["done"] if t0 <= end <= t1)
-    count = len(latencies)
-    errors = [(at, text) for t in tallies for at, text in t["errors"]]
-    window_errors = [text for at, text in errors if t0 <= at <= t1]
-    server_cpu, swtpm_cpu, truck_cpu = (b - a for a, b in zip(cpu0, cpu1, strict=True))
-
-    def per(cpu: float) -> float:
-        return cpu * 1000.0 / count if count else float("nan")
-
-    return {
-        "mode": mode,
-        "attestations": count,
-        "rate": count / seconds,
-        "p50_ms": percentile(latencies, 0.50) * 1000.0,
-        "p99_ms": percentile(latencies, 0.99) * 1000.0,
-        "errors_in_window": len(window_errors),
-        "errors_total": len(errors),
-        "error_samples": sorted({text for _, text in errors})[:MAX_ERROR_SAMPLES],
-        "per_truck": [sum(1 for _, end in t["done"] if t0 <= end <= t1) for t in tallies],
-        "server_cores": server_cpu / wall,
-        "swtpm_cores": swtpm_cpu / wall,
-        "truck_process_cores": truck_cpu / wall,
-        "server_cpu_ms_per_attestation": per(server_cpu),
-        "swtpm_cpu_ms_per_attestation": per(swtpm_cpu),
-        "truck_process_cpu_ms_per_attestation": per(truck_cpu),
-    }
+    specs = [WorkerSpec(mode, tpm_path, url, group) for group in groups if group]
+    figures = run_window(specs, warmup=warmup, seconds=seconds, watch=watch, unit="attestation")
+    return {"mode": mode, **figures}
 
 
 # -- setup: operator, enrollment, boot --------------------------------------------------------------
-
-
-def _created(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 201:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:500]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @dataclass(frozen=True)
@@ -388,17 +257,17 @@ def setup_fleet(service: RunningService, tpms: list[RunningTpm], scratch: Path) 
     trucks = [f"truck-{i:03d}" for i in range(len(tpms))]
     tokens: list[str] = []
     with httpx.Client(base_url=service.url, timeout=30, headers=service.admin()) as http:
-        _created(http.post("/v1/fleets", json={"id": fleet, "name": "Bench fleet"}))
+        created(http.post("/v1/fleets", json={"id": fleet, "name": "Bench fleet"}))
         for i, truck in enumerate(trucks):
             body = {"id": truck, "vin": f"BENCH{i:012d}", "model": MODEL}
-            _created(http.post(f"/v1/fleets/{fleet}/trucks", json=body))
-            tokens.append(str(_created(http.post(f"/v1/trucks/{truck}/enrollment-tokens", json={}))["token"]))
+            created(http.post(f"/v1/fleets/{fleet}/trucks", json=body))
+            tokens.append(str(created(http.post(f"/v1/trucks/{truck}/enrollment-tokens", json={}))["token"]))
         signer = ReleaseSigner()
-        key = _created(
+        key = created(
             http.post("/v1/release-keys", json={"name": "release team", "public_key_pem": signer.public_pem})
         )
         manifest = signer.manifest(MODEL, RELEASE, truck_boot().expected_pcrs())
-        _created(http.post("/v1/releases", json={"key_id": key["id"], "manifest": manifest}))
+        created(http.post("/v1/releases", json={"key_id": key["id"], "manifest": manifest}))
     enrolled = []
     with EnrollmentClient(service.url) as client:
         for i, (truck, running, token) in enumerate(zip(trucks, tpms, tokens, strict=True)):
@@ -627,19 +496,6 @@ def concurrent_split(attestation: Attestation, subjects: list[Enrolled], per_thr
 # -- main -------------------------------------------------------------------------------------------
 
 
-def _sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    work = Path(tempfile.mkdtemp(prefix="ws-bench-attest-"))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def _ints(text: str) -> list[int]:
     values = [int(part) for part in text.split(",") if part.strip()]
     if not values or any(v < 1 for v in values):
@@ -698,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     tpm_path: TpmPath = args.tpm
     max_trucks = max(args.trucks)
 
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     cores = os.cpu_count() or 0
     print(
         f"Attestation end to end: {cores} cores; trucks {args.trucks}, truck processes {args.processes}, "
@@ -709,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     split: dict[str, Any] | None = None
     try:
-        with _workdir() as work, contextlib.ExitStack() as stack:
+        with workdir("ws-bench-attest-") as work, contextlib.ExitStack() as stack:
             print(f"provisioning {max_trucks} distinct swtpm TPMs ...", flush=True)
             ca = manufacturer_ca(work / "manufacturer", "Bench TPM Maker")
             tpms = stack.enter_context(running_tpms(work / "tpms", ca, max_trucks, kind="ecc", distinct=True))

@@ -37,22 +37,14 @@ import argparse
 import contextlib
 import json
 import math
-import multiprocessing
 import os
-import shutil
 import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import traceback
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import httpx
@@ -68,16 +60,12 @@ from agent.tpm import AkAlgorithm, TruckTpm
 from attest.credential import make_credential
 from attest.errors import AttestError
 from attest.public import parse_tpmt_public
-from bench.loadgen import cpu_seconds, percentile
+from bench.trucks import Tally, Watch, created, raise_interrupt, run_window, workdir
 from tests.support.releases import ReleaseSigner
 from tests.support.service import running_service
 from tests.support.swtpm import manufacturer_ca, running_tpms
 
 OUT = Path(__file__).resolve().parent / "out" / "enrollment_e2e.json"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-READY_TIMEOUT_S = 120.0
-FINISH_GRACE_S = 120.0
-MAX_ERROR_SAMPLES = 5
 
 Mode = Literal["e2e", "tpm"]
 # What one enrollment may fail with: the server's refusal or no answer, the TPM (TpmError and tpm2-pytss's
@@ -105,16 +93,8 @@ class WorkerSpec:
     scratch: str
     jobs: tuple[TruckJob, ...]
 
-
-@dataclass
-class TruckTally:
-    """One truck's enrollments: (start, end) on the shared CLOCK_MONOTONIC, and its failures."""
-
-    index: int
-    done: list[tuple[float, float]] = field(default_factory=list)
-    errors: list[tuple[float, str]] = field(default_factory=list)
-    next_token: int = 0
-    out_of_tokens: bool = False
+    def open_trucks(self) -> list[_Truck]:
+        return [_Truck(self, job) for job in self.jobs]
 
 
 class _Truck:
@@ -123,7 +103,8 @@ class _Truck:
     def __init__(self, spec: WorkerSpec, job: TruckJob) -> None:
         self.spec = spec
         self.job = job
-        self.tally = TruckTally(job.index)
+        self.tally = Tally(job.index)
+        self.next_token = 0
         self.event_log = truck_boot().event_log()  # the boot setup measured into every TPM
         self.tpm = TruckTpm.open(job.tcti)
         self.client = EnrollmentClient(spec.url, retries=0) if spec.mode == "e2e" else None
@@ -140,33 +121,29 @@ class _Truck:
         """One enrollment (or its TPM work); False when the truck has no token left."""
         token = ""
         if self.spec.mode == "e2e":
-            if self.tally.next_token >= len(self.job.tokens):
-                self.tally.out_of_tokens = True
+            if self.next_token >= len(self.job.tokens):
                 return False
-            token = self.job.tokens[self.tally.next_token]
-            self.tally.next_token += 1
+            token = self.job.tokens[self.next_token]
+            self.next_token += 1
         self.count += 1
-        started = time.monotonic()
-        try:
-            if self.client is not None:
-                enroll(
-                    self.tpm,
-                    self.client,
-                    token,
-                    ek_kind=self.spec.ek_kind,
-                    truck=self.job.truck,
-                    ek_intermediates=[],
-                    state_dir=self.scratch / f"state-{self.count}",
-                    ak_algorithm=self.spec.ak_algorithm,
-                    event_log=self.event_log,
-                )
-            else:
-                tpm_work(self.tpm, self.spec.ek_kind, self.spec.ak_algorithm, self.job.truck)
-        except FAILURES as exc:
-            self.tally.errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]))
-        else:
-            self.tally.done.append((started, time.monotonic()))
+        self.tally.timed(lambda: self._enroll(token, self.scratch / f"state-{self.count}"), FAILURES)
         return True
+
+    def _enroll(self, token: str, state_dir: Path) -> None:
+        if self.client is None:
+            tpm_work(self.tpm, self.spec.ek_kind, self.spec.ak_algorithm, self.job.truck)
+            return
+        enroll(
+            self.tpm,
+            self.client,
+            token,
+            ek_kind=self.spec.ek_kind,
+            truck=self.job.truck,
+            ek_intermediates=[],
+            state_dir=state_dir,
+            ak_algorithm=self.spec.ak_algorithm,
+            event_log=self.event_log,
+        )
 
 
 def tpm_work(tpm: TruckTpm, ek_kind: EkKind, ak_algorithm: AkAlgorithm, truck: str) -> None:
@@ -188,62 +165,7 @@ def tpm_work(tpm: TruckTpm, ek_kind: EkKind, ak_algorithm: AkAlgorithm, truck: s
     )
 
 
-def _run_truck(truck: _Truck, deadline: float) -> None:
-    while time.monotonic() < deadline and truck.once():
-        pass
-
-
-def _run_sequential(trucks: list[_Truck], deadline: float) -> None:
-    live = list(trucks)
-    while live and time.monotonic() < deadline:
-        live = [t for t in live if t.once()]
-
-
-def worker_main(spec: WorkerSpec, conn: Connection) -> None:
-    """Entry point of a spawned worker: open the trucks' TPMs, say ready, run until told deadline."""
-    # The parent handles Ctrl-C and stops this process; a traceback per worker would only be noise.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    trucks: list[_Truck] = []
-    try:
-        trucks = [_Truck(spec, job) for job in spec.jobs]
-        conn.send(("ready", os.getpid()))
-        _, deadline = conn.recv()
-        if spec.sequential:
-            _run_sequential(trucks, deadline)
-        else:
-            threads = [threading.Thread(target=_run_truck, args=(t, deadline), daemon=True) for t in trucks]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        conn.send(("done", [asdict(t.tally) for t in trucks]))
-    except (EOFError, BrokenPipeError):
-        pass  # the parent went away (interrupted)
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("failed", traceback.format_exc()))
-        raise
-    finally:
-        for truck in trucks:
-            with contextlib.suppress(Exception):
-                truck.close()
-        conn.close()
-
-
 # -- one measured run -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Watch:
-    server: list[int]
-    swtpm: list[int]
-
-
-def box_busy_seconds() -> float:
-    """CPU-seconds the whole box spent busy (all cores, /proc/stat; idle and iowait excluded)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest time is already inside user and nice).
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def run_once(
@@ -260,89 +182,16 @@ def run_once(
     scratch: Path,
     watch: Watch,
 ) -> dict[str, Any]:
-    """Start the worker processes, let them warm up, measure `seconds`; the run's figures."""
-    ctx = multiprocessing.get_context("spawn")
+    """The trucks spread over `processes` workers, warmed up, measured for `seconds`; the run's figures."""
     scratch.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=scratch))  # fresh state dirs for every run
     groups = [tuple(jobs[i::processes]) for i in range(processes)]
-    workers: list[tuple[SpawnProcess, Connection]] = []
-    try:
-        for number, group in enumerate(g for g in groups if g):
-            parent_end, child_end = ctx.Pipe()
-            spec = WorkerSpec(
-                mode, url, ek_kind, ak_algorithm, sequential, str(run_dir / f"p{number}"), group
-            )
-            proc = ctx.Process(target=worker_main, args=(spec, child_end), daemon=True)
-            proc.start()
-            child_end.close()
-            workers.append((proc, parent_end))
-        pids = [_expect(conn, "ready", READY_TIMEOUT_S) for _, conn in workers]
-
-        start = time.monotonic()
-        t0, t1 = start + warmup, start + warmup + seconds
-        for _, conn in workers:
-            conn.send(("go", t1))
-        time.sleep(max(0.0, t0 - time.monotonic()))
-        cpu0 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids), box_busy_seconds())
-        wall0 = time.monotonic()
-        time.sleep(max(0.0, t1 - time.monotonic()))
-        cpu1 = (cpu_seconds(watch.server), cpu_seconds(watch.swtpm), cpu_seconds(pids), box_busy_seconds())
-        wall = time.monotonic() - wall0
-        tallies = [t for _, conn in workers for t in _expect(conn, "done", FINISH_GRACE_S)]
-    except BaseException:
-        for proc, _ in workers:
-            proc.terminate()  # interrupted or failed: do not wait for the window to end
-        raise
-    finally:
-        for proc, conn in workers:
-            conn.close()
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-
-    latencies = sorted(end - begin for t in tallies for begin, end in t["done"] if t0 <= end <= t1)
-    count = len(latencies)
-    errors = [(at, text) for t in tallies for at, text in t["errors"]]
-    window_errors = [text for at, text in errors if t0 <= at <= t1]
-    out_of_tokens = [t["index"] for t in tallies if t["out_of_tokens"]]
-    server_cpu, swtpm_cpu, truck_cpu, box_cpu = (b - a for a, b in zip(cpu0, cpu1, strict=True))
-
-    def per(cpu: float) -> float:
-        return cpu * 1000.0 / count if count else float("nan")
-
-    return {
-        "mode": mode,
-        "enrollments": count,
-        "rate": count / seconds,
-        "p50_ms": percentile(latencies, 0.50) * 1000.0,
-        "p99_ms": percentile(latencies, 0.99) * 1000.0,
-        "errors_in_window": len(window_errors),
-        "errors_total": len(errors),
-        "error_samples": sorted(set(text for _, text in errors))[:MAX_ERROR_SAMPLES],
-        "trucks_out_of_tokens": out_of_tokens,
-        "per_truck": [sum(1 for _, end in t["done"] if t0 <= end <= t1) for t in tallies],
-        "server_cores": server_cpu / wall,
-        "swtpm_cores": swtpm_cpu / wall,
-        "truck_process_cores": truck_cpu / wall,
-        # Everything else on the box in the window (this script's parent process included, ~0).
-        "other_cores": (box_cpu - server_cpu - swtpm_cpu - truck_cpu) / wall,
-        "server_cpu_ms_per_enrollment": per(server_cpu),
-        "swtpm_cpu_ms_per_enrollment": per(swtpm_cpu),
-        "truck_process_cpu_ms_per_enrollment": per(truck_cpu),
-    }
-
-
-def _expect(conn: Connection, kind: str, timeout: float) -> Any:
-    if not conn.poll(timeout):
-        raise RuntimeError(f"a worker process sent no {kind!r} within {timeout:.0f} s")
-    try:
-        got, payload = conn.recv()
-    except EOFError:
-        raise RuntimeError(f"a worker process exited before {kind!r}") from None
-    if got != kind:
-        raise RuntimeError(f"worker process: {got}: {payload}")
-    return payload
+    specs = [
+        WorkerSpec(mode, url, ek_kind, ak_algorithm, sequential, str(run_dir / f"p{number}"), group)
+        for number, group in enumerate(g for g in groups if g)
+    ]
+    figures = run_window(specs, warmup=warmup, seconds=seconds, watch=watch, unit="enrollment")
+    return {"mode": mode, **figures}
 
 
 # -- operator ---------------------------------------------------------------------------------------
@@ -360,15 +209,15 @@ class Fleet:
         with httpx.Client(base_url=self.url, timeout=30, headers=self.admin) as http:
             signer = ReleaseSigner()
             key = {"name": "release team", "public_key_pem": signer.public_pem}
-            key_id = _created(http.post("/v1/release-keys", json=key))["id"]
+            key_id = created(http.post("/v1/release-keys", json=key))["id"]
             manifest = signer.manifest("hauler-9", DEFAULT_RELEASE, truck_boot().expected_pcrs())
-            _created(http.post("/v1/releases", json={"key_id": key_id, "manifest": manifest}))
-            _created(http.post("/v1/fleets", json={"id": self.fleet, "name": "Bench fleet"}))
+            created(http.post("/v1/releases", json={"key_id": key_id, "manifest": manifest}))
+            created(http.post("/v1/fleets", json={"id": self.fleet, "name": "Bench fleet"}))
             for i in range(count):
                 truck = f"truck-{i:03d}"
                 vin = f"BENCH{i:012d}"
                 body = {"id": truck, "vin": vin, "model": "hauler-9"}
-                _created(http.post(f"/v1/fleets/{self.fleet}/trucks", json=body))
+                created(http.post(f"/v1/fleets/{self.fleet}/trucks", json=body))
                 self.trucks.append(truck)
 
     def mint(self, per_truck: int) -> tuple[list[list[str]], float]:
@@ -378,34 +227,9 @@ class Fleet:
         with httpx.Client(base_url=self.url, timeout=30, headers=self.admin) as http:
             for _ in range(per_truck):
                 for i, truck in enumerate(self.trucks):
-                    answer = _created(http.post(f"/v1/trucks/{truck}/enrollment-tokens", json={}))
+                    answer = created(http.post(f"/v1/trucks/{truck}/enrollment-tokens", json={}))
                     tokens[i].append(str(answer["token"]))
         return tokens, per_truck * len(self.trucks) / (time.perf_counter() - started)
-
-
-def _created(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 201:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:500]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
-
-
-# -- main -------------------------------------------------------------------------------------------
-
-
-def _sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    work = Path(tempfile.mkdtemp(prefix="ws-bench-enroll-"))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _print_run(label: str, r: dict[str, Any]) -> None:
@@ -418,8 +242,8 @@ def _print_run(label: str, r: dict[str, Any]) -> None:
     )
     for sample in r["error_samples"]:
         print(f"    error sample: {sample}")
-    if r["trucks_out_of_tokens"]:
-        print(f"    trucks out of tokens before the end (raise --token-margin): {r['trucks_out_of_tokens']}")
+    if r["trucks_stopped_early"]:
+        print(f"    trucks out of tokens before the end (raise --token-margin): {r['trucks_stopped_early']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     ek_kind: EkKind = args.ek
     ak_algorithm: AkAlgorithm = args.ak
 
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     cores = os.cpu_count() or 0
     threading_mode = "sequential (one thread per process)" if args.sequential else "one thread per truck"
     print(
@@ -464,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e_runs: list[dict[str, Any]] = []
     mint_rates: list[float] = []
     try:
-        with _workdir() as work, contextlib.ExitStack() as stack:
+        with workdir("ws-bench-enroll-") as work, contextlib.ExitStack() as stack:
             print("making a manufacturer CA and provisioning distinct swtpm TPMs ...", flush=True)
             ca = manufacturer_ca(work / "manufacturer", "Bench TPM Maker")
             tpms = stack.enter_context(
@@ -547,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = e2e_runs + tpm_runs
     errors = sum(r["errors_in_window"] for r in runs)
     errors_total = sum(r["errors_total"] for r in runs)
-    short = any(r["trucks_out_of_tokens"] for r in runs)
+    short = any(r["trucks_stopped_early"] for r in runs)
     e2e, tpm = summary["e2e"], summary["tpm_only"]
 
     print()
