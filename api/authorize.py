@@ -232,11 +232,17 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     token = _access_token(connection)
     if token is None and resource == AUTHORITY and not _carries_truck_credential(connection, services):
         decided = _decide(services, Caller(), action, resource)  # Anonymous on the authority: no I/O
+    elif token is not None and services.access.reads_inline:
+        # A client's token: only reads, and SQLite reads are in-process CPU work, so a hop to a worker
+        # thread buys nothing but GIL hand-offs. (A truck credential spends its jti: a write, in a thread.)
+        decided = _authenticate_and_decide(connection, services, token, action, resource)
     else:
         decided = await sync_to_thread(
             _authenticate_and_decide, connection, services, token, action, resource
         )
     if decided.decision.allowed:
+        # The client's registration as read just now, for the handler (the decision API): not read twice.
+        connection.state.client = decided.client
         return
     reasons = decided.decision.reasons
     # Anonymous and no forbid named: a credential is what is missing (a forbid that could not be

@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
 from policies.engine import Decision
 from policies.entities import (
     AUTHORITY,
+    ClientPrincipal,
     EntityJson,
     EntityRef,
     EvidenceState,
@@ -35,10 +36,10 @@ from policies.entities import (
     authority_entity,
 )
 from provision.coverage import policies_covering
-from provision.decisions import LiveState, client_principal
-from provision.errors import AccessTokenInvalid, UnknownTruck
+from provision.decisions import EntityMemo, LiveState, read_client
+from provision.errors import AccessTokenInvalid, ClientAuthenticationFailed, UnknownTruck
 from provision.policy_store import PolicyStore
-from provision.tables import Fleet, OAuthClient, Release, TruckStatementRow
+from provision.tables import Fleet, Release, TruckStatementRow
 
 ANONYMOUS = EntityRef("Anonymous", "anonymous")
 # Operations whose resource is a statement's Evidence (schema: members of `evidence.read`).
@@ -69,6 +70,9 @@ class AccessDecision:
     principal: EntityRef
     resource: EntityRef
     decision: Decision
+    # The client's registration as read for this decision: the handler's use case takes it from here
+    # rather than reading it again (it is this request's, never kept across requests).
+    client: ClientPrincipal | None = None
 
 
 class RouteAccess:
@@ -76,25 +80,46 @@ class RouteAccess:
         self._engine = engine
         self._policies = policies
         self._clock = clock
+        # An embedded database (SQLite) answers in-process without waiting on a network: callers on an
+        # event loop may run these reads inline rather than in a worker thread.
+        self.reads_inline = engine.dialect.name == "sqlite"
+        self._entities = EntityMemo()
 
     def decide(self, caller: Caller, action: str, resource: EntityRef) -> AccessDecision:
         """Raises AccessTokenInvalid when the client is no longer registered or is disabled, and
         policies' DecisionRequestInvalid when the action does not apply to these entity types."""
         principal = ANONYMOUS
+        client: ClientPrincipal | None = None
         records: list[EntityJson] = [authority_entity()] if resource == AUTHORITY else []
-        if caller.client_id is not None or caller.truck_id is not None or resource != AUTHORITY:
-            principal, loaded = self._load(caller, resource)
+        if caller.client_id is not None and caller.truck_id is None and resource == AUTHORITY:
+            # A client on the authority (the decision API, client and key management): one Core read.
+            with self._engine.connect() as conn:
+                client = self._client(conn, caller.client_id)
+            principal = client.ref
+            records.append(client.entity())
+        elif caller.client_id is not None or caller.truck_id is not None or resource != AUTHORITY:
+            principal, client, loaded = self._load(caller, resource)
             records += loaded
         else:
             records.append({"uid": ANONYMOUS.json(), "attrs": {}, "parents": []})
         engine = self._policies.engine
-        decision = engine.decide(principal, action, resource, None, engine.entities(records))
-        return AccessDecision(principal=principal, resource=resource, decision=decision)
+        decision = engine.decide(principal, action, resource, None, self._entities.entities(engine, records))
+        return AccessDecision(principal=principal, resource=resource, decision=decision, client=client)
 
-    def _load(self, caller: Caller, resource: EntityRef) -> tuple[EntityRef, list[EntityJson]]:
+    @staticmethod
+    def _client(conn: Connection, client_id: str) -> ClientPrincipal:
+        try:
+            return read_client(conn, client_id)
+        except ClientAuthenticationFailed:
+            raise AccessTokenInvalid("the token's client is not registered or is disabled") from None
+
+    def _load(
+        self, caller: Caller, resource: EntityRef
+    ) -> tuple[EntityRef, ClientPrincipal | None, list[EntityJson]]:
         now = self._clock()
         records: list[EntityJson] = []
         principal = ANONYMOUS
+        client: ClientPrincipal | None = None
         trucks = {resource.id} if resource.type == "Truck" else set()
         evidence = _evidence_key(resource) if resource.type == "Evidence" else None
         if evidence is not None:
@@ -106,10 +131,7 @@ class RouteAccess:
         releases = {resource.id} if resource.type == "Release" else set()
         with Session(self._engine) as session:
             if caller.client_id is not None:
-                row = session.get(OAuthClient, caller.client_id)
-                if row is None or row.disabled_at is not None:
-                    raise AccessTokenInvalid("the token's client is not registered or is disabled")
-                client = client_principal(row)
+                client = self._client(session.connection(), caller.client_id)
                 principal = client.ref
                 records.append(client.entity())
             states: dict[str, TruckState] = {}
@@ -136,7 +158,7 @@ class RouteAccess:
                     records.append(ReleaseState(release.id, release.model, revoked).entity())
         if principal == ANONYMOUS:
             records.append({"uid": ANONYMOUS.json(), "attrs": {}, "parents": []})
-        return principal, records
+        return principal, client, records
 
     @staticmethod
     def _evidence(session: Session, ref: EntityRef, truck: TruckState, sequence: int) -> EntityJson:

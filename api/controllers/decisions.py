@@ -10,7 +10,7 @@ from api.attest_schemas import BatchDecisionIn, DecisionIn, DecisionOut, TenderI
 from api.problems import problems
 from api.scopes import NEEDS_DECISIONS
 from api.services import actor_of, services_of
-from policies.entities import TenderState
+from policies.entities import ClientPrincipal, TenderState
 from provision.decisions import DecisionView
 
 
@@ -18,6 +18,15 @@ def _tender(tender: TenderIn | None) -> TenderState | None:
     if tender is None:
         return None
     return TenderState(id=tender.id, hazmat=tender.hazmat, lanes=frozenset(tender.lanes), fleet=tender.fleet)
+
+
+def _client(request: Request[Any, Any, Any]) -> str | ClientPrincipal:
+    """The principal the route guard read for this request, else the token's client id (read again)."""
+    client: ClientPrincipal | None = getattr(request.state, "client", None)
+    if client is not None and client.id == request.state.client_id:
+        return client
+    client_id: str = request.state.client_id
+    return client_id
 
 
 def _out(view: DecisionView) -> DecisionOut:
@@ -41,10 +50,9 @@ def _out(view: DecisionView) -> DecisionOut:
 )
 async def decide(request: Request[Any, Any, Any], data: DecisionIn) -> DecisionOut:
     services = services_of(request)
-    client_id: str = request.state.client_id
     views = await services.decisions.decide_async(
         actor_of(request),
-        client_id,
+        _client(request),
         data.action,
         [data.truck],
         _tender(data.tender),
@@ -63,10 +71,9 @@ async def decide(request: Request[Any, Any, Any], data: DecisionIn) -> DecisionO
 )
 async def decide_batch(request: Request[Any, Any, Any], data: BatchDecisionIn) -> list[DecisionOut]:
     services = services_of(request)
-    client_id: str = request.state.client_id
     views = await services.decisions.decide_async(
         actor_of(request),
-        client_id,
+        _client(request),
         data.action,
         data.trucks,
         _tender(data.tender),
