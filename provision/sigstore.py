@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,20 +96,24 @@ class ArtifactTooLarge(ProvisionError):
 
 
 def _read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
-    """The file's bytes; if absent, `make()` is written exclusively (a racing writer's bytes win)."""
+    """The file's bytes; if absent, `make()` is written, and a racing writer's bytes win. The file appears
+    whole or not at all (written aside, then hard-linked into place), so a reader never sees it empty."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
     data = make()
+    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(staged, path)
     except FileExistsError:
         return path.read_bytes()
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
+    finally:
+        os.unlink(staged)
     return data
 
 
