@@ -23,6 +23,16 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that asks for it runs twice: on a fresh SQLite file and on a scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ws.db'}"
+    else:
+        with scratch_database() as url:
+            yield url
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path

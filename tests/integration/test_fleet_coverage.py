@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -23,22 +22,12 @@ from provision.migrate import upgrade_to_head
 from provision.policy_store import PolicyStore
 from provision.tables import Fleet, OAuthClient, Truck, TruckStatementRow
 from tests.support.audit import audit_rows
-from tests.support.postgres import scratch_database
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 START = datetime(2026, 6, 1, tzinfo=UTC)
 END = datetime(2027, 6, 1, tzinfo=UTC)
 ACTOR = Actor("client:op-north", "req-1")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ws.db'}"
-    else:
-        with scratch_database() as url:
-            yield url
 
 
 @pytest.fixture

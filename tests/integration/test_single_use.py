@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func
@@ -16,24 +15,16 @@ from provision.errors import JwtReplayed
 from provision.migrate import upgrade_to_head
 from provision.single_use import spend_jti
 from provision.tables import SpentJti
-from tests.support.postgres import scratch_database
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'ws.db'}")
-        upgrade_to_head(engine)
-        yield engine
-        engine.dispose()
-    else:
-        with scratch_database() as url:
-            engine = make_engine(url)
-            upgrade_to_head(engine)
-            yield engine
-            engine.dispose()
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    yield engine
+    engine.dispose()
 
 
 def _spend(

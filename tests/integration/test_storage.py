@@ -32,7 +32,6 @@ from provision.migrate import upgrade_to_head
 from provision.writer import BatchWriter
 from tests.support.audit import audit_rows
 from tests.support.csr import make_csr, truck_uri
-from tests.support.postgres import scratch_database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ACTOR = Actor("tester", "req-1")
@@ -44,15 +43,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ws.db'}"
-    else:
-        with scratch_database() as url:
-            yield url
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from provision.sequencer import ENTRIES, PENDING, STATE, Receipt
 from provision.tlog_store import TransparencyLog, certificate_revoked, pending_row
 from provision.transit import TransitBackend
 from tests.support.openbao import OpenBao
-from tests.support.postgres import scratch_database
 from tlog.checkpoint import VerifiedCheckpoint, verify_checkpoint
 from tlog.merkle import MerkleTree, leaf_hash
 from tlog.note import VerifierKey
@@ -37,15 +36,6 @@ ACTOR = Actor("tester")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ws.db'}"
-    else:
-        with scratch_database() as url:
-            yield url
 
 
 @pytest.fixture
