@@ -2,7 +2,8 @@
 
 Every change is stored with its audit row (and, when the caller sent one, its Idempotency-Key
 response) in one transaction. A truck's SPIFFE ID follows from its fleet and id; its EK binding is
-written only by enrollment (provision.enrollment).
+written only by enrollment (provision.enrollment). A listing shows only the fleets the caller may see
+(provision.fleet_listing).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from policies.engine import PolicyEngine
+from policies.entities import ClientPrincipal
 from provision import audit
 from provision.audit import Actor
 from provision.errors import FleetExists, TruckExists, UnknownFleet, UnknownTruck
+from provision.fleet_listing import FleetListing
 from provision.idempotency import Pending, commit_with
 from provision.tables import Fleet, HardwareSwap, Truck
 
@@ -64,6 +68,7 @@ class FleetRegistry:
         self._engine = engine
         self._trust_domain = trust_domain
         self._clock = clock
+        self._listing = FleetListing()
 
     # -- fleets ----------------------------------------------------------------------------------
 
@@ -88,6 +93,10 @@ class FleetRegistry:
         with Session(self._engine) as session:
             rows = session.exec(select(Fleet).order_by(col(Fleet.id))).all()
             return [FleetView(id=r.id, name=r.name, created_at=r.created_at) for r in rows]
+
+    def fleets_visible_to(self, policies: PolicyEngine, principal: ClientPrincipal) -> list[FleetView]:
+        """Every fleet `principal` may getFleet, decided now in one Cedar batch (fail closed)."""
+        return self._listing.visible(policies, principal, self.fleets())
 
     def fleet(self, fleet_id: str) -> FleetView:
         with Session(self._engine) as session:

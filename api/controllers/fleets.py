@@ -28,6 +28,7 @@ from api.idempotency import IdempotencyKey, idempotent
 from api.problems import problems
 from api.scopes import NEEDS_ADMIN, NEEDS_FLEETS
 from api.services import actor_of, services_of
+from policies.entities import ClientPrincipal
 from provision.coverage import Cover, CoverageView
 from provision.fleets import FleetView, SwapView, TruckView
 from provision.idempotency import Pending
@@ -91,11 +92,21 @@ class FleetController(Controller):
         operation_id="listFleets",
         security=NEEDS_FLEETS,
         sync_to_thread=True,
-        summary="List fleets",
+        summary="List the fleets the caller may see",
+        description="Only the fleets the caller may look up (getFleet): a fleet operator its own, the "
+        "global admin every one.",
         responses=problems(401, 403),
     )
     def list_fleets(self, request: Request[Any, Any, Any]) -> list[FleetOut]:
-        return [_fleet(view) for view in services_of(request).fleets.fleets()]
+        """Only the fleets the caller may getFleet: the guard allowed the listing, not every fleet."""
+        services = services_of(request)
+        # The client the guard read and allowed for this request; without one (a principal that is no
+        # client) there is nobody to decide getFleet for, and the listing is empty (fail closed).
+        client: ClientPrincipal | None = getattr(request.state, "client", None)
+        if client is None or client.id != getattr(request.state, "client_id", None):
+            return []
+        visible = services.fleets.fleets_visible_to(services.policies.engine, client)
+        return [_fleet(view) for view in visible]
 
     @get(
         "/{fleet:str}",
