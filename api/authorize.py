@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jwt
 from litestar import Request, Response
 from litestar.concurrency import sync_to_thread
 from litestar.connection import ASGIConnection
@@ -36,6 +35,7 @@ from api.problems import problem_response
 from api.scopes import SCOPES
 from api.services import Services
 from api.truck_auth import authenticate_truck, truck_request_jwt
+from pki.jws import unverified_type
 from policies.entities import AUTHORITY, EntityRef
 from policies.errors import PolicyError
 from provision.access import ANONYMOUS, EVIDENCE_OPERATIONS, AccessDecision, Caller, evidence_ref
@@ -129,11 +129,7 @@ def _access_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
-        return None
-    return token if header.get("typ") == "at+jwt" else None
+    return token if unverified_type(token) == "at+jwt" else None
 
 
 def _carries_truck_credential(connection: ASGIConnection[Any, Any, Any, Any], services: Services) -> bool:

@@ -92,3 +92,18 @@ def sign_compact(signer: Signer, claims: Mapping[str, Any], *, kid: str, typ: st
     hash_alg: hashes.HashAlgorithm = hashes.SHA256() if size == 32 else hashes.SHA384()
     r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hash_alg)))
     return signing_input + "." + b64url(r.to_bytes(size, "big") + s.to_bytes(size, "big"))
+
+
+def unverified_type(token: str) -> str | None:
+    """The `typ` of a compact JWS's protected header, unverified: only to route a bearer token to the
+    verifier of its kind (which then checks everything), never to decide anything. None when the token
+    is not a JWS with a JSON object header."""
+    segment, dot, _ = token.partition(".")
+    if not dot or not segment or len(segment) > 4096:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    typ = header.get("typ") if isinstance(header, dict) else None
+    return typ if isinstance(typ, str) else None

@@ -102,8 +102,7 @@ class RouteAccess:
             records += loaded
         else:
             records.append({"uid": ANONYMOUS.json(), "attrs": {}, "parents": []})
-        engine = self._policies.engine
-        decision = engine.decide(principal, action, resource, None, self._entities.entities(engine, records))
+        decision = self._entities.decide(self._policies.engine, principal, action, resource, records)
         return AccessDecision(principal=principal, resource=resource, decision=decision, client=client)
 
     @staticmethod

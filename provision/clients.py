@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from provision.idempotency import Pending
 from provision.single_use import spend_jti
 from provision.tables import Fleet, OAuthClient, OAuthClientKey
 from provision.token_keys import RotatedKey, TokenKeys
+from provision.token_memo import Verified, VerifiedTokens
 
 ACCESS = "access-token"
 KINDS = ("operator", "broker", "tms", "insurer")
@@ -142,6 +144,7 @@ class Clients:
     ) -> None:
         self._engine = engine
         self._token_keys = token_keys
+        self._verified: VerifiedTokens[AccessClaims] = VerifiedTokens()
         self._issuer = issuer
         self._token_ttl = token_ttl
         self._clock = clock
@@ -333,14 +336,20 @@ class Clients:
 
     def verify(self, token: str) -> AccessClaims:
         """Verify an access token: only ES256, only our access-token keys, our issuer and audience, in
-        date. `alg: none`, HS/RS confusion and unknown key ids are refused before any signature check."""
+        date. `alg: none`, HS/RS confusion and unknown key ids are refused before any signature check.
+        A token verified before from these exact bytes is only re-checked for its dates and its key
+        (provision.token_memo)."""
+        known = self._verified.get(token)
+        if known is not None and known.in_date(time.time()) and self._token_keys.publishes(ACCESS, known.kid):
+            return known.claims
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
             raise AccessTokenInvalid(f"not a JWT: {exc}") from None
         if header.get("alg") != "ES256":
             raise AccessTokenInvalid(f"algorithm {header.get('alg')!r} is not accepted; ES256 only")
-        key = self._token_keys.verifying_key(ACCESS, str(header.get("kid")))
+        kid = str(header.get("kid"))
+        key = self._token_keys.verifying_key(ACCESS, kid)
         if key is None:
             raise AccessTokenInvalid("unknown key id")
         try:
@@ -354,9 +363,13 @@ class Clients:
             )
         except jwt.InvalidTokenError as exc:
             raise AccessTokenInvalid(f"access token refused: {exc}") from None
-        return AccessClaims(
+        verified = AccessClaims(
             client_id=str(claims["sub"]),
             kind=str(claims.get("kind", "")),
             scopes=frozenset(str(claims["scope"]).split()),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), tz=self._clock().tzinfo),
         )
+        # The library checked exp, nbf and iat against the wall clock: a hit re-checks the same bounds.
+        not_before = max(int(claims["nbf"]), int(claims["iat"]))
+        self._verified.put(token, Verified(verified, kid, not_before, int(claims["exp"])))
+        return verified

@@ -26,6 +26,7 @@ from policies.entities import (
     ClientKind,
     ClientPrincipal,
     EntityJson,
+    EntityRef,
     FleetState,
     ReleaseState,
     TenderState,
@@ -55,7 +56,7 @@ _AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
 
 # Built once (the compiled form is cached too): Core selects, with more columns than sqlmodel's typed
 # select takes and no ORM objects to build from them.
-_TRUCKS_QUERY = (
+_TRUCK_STATE = (
     select(
         col(Truck.id),
         col(Truck.fleet_id),
@@ -78,8 +79,11 @@ _TRUCKS_QUERY = (
     .outerjoin(IssuedCertificate, col(IssuedCertificate.serial) == col(Truck.certificate_serial))
     .outerjoin(Release, col(Release.id) == col(TruckAttestation.release_id))
     .outerjoin(ReleaseKey, col(ReleaseKey.id) == col(Release.key_id))
-    .where(col(Truck.id).in_(bindparam("ids", expanding=True)))
 )
+_TRUCKS_QUERY = _TRUCK_STATE.where(col(Truck.id).in_(bindparam("ids", expanding=True)))
+# One truck (a single decision, a route's resource): a plain parameter, so the compiled statement is reused
+# as is rather than re-rendered for the length of an expanding IN list.
+_TRUCK_QUERY = _TRUCK_STATE.where(col(Truck.id) == bindparam("id"))
 _CLIENT_QUERY = select(
     col(OAuthClient.kind),
     col(OAuthClient.organisation),
@@ -95,25 +99,54 @@ class EntityMemo:
     database for this request, so a reused set is the very set this request's records parse to: a
     changed row is another key, and nothing read earlier decides anything. What it saves is Cedar's
     parse and schema check of records that recur (the guard's client on the authority, a truck whose
-    state has not changed). Bounded: cleared when full, and when the policy engine is replaced."""
+    state has not changed). Bounded: cleared when full, and when the policy engine is replaced.
+
+    Context-free decisions (the route guard's) are memoized the same way: Cedar's answer is a function
+    of the policy set, the request and the entities and of nothing else, so the key is the active set's
+    version, principal, action, resource and the records' exact text."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._lock = threading.Lock()
         self._engine: PolicyEngine | None = None
         self._sets: dict[str, EntitySet] = {}
+        self._decisions: dict[tuple[str, EntityRef, str, EntityRef, str], Decision] = {}
 
     def entities(self, engine: PolicyEngine, records: Sequence[EntityJson]) -> EntitySet:
-        key = json.dumps(records, separators=(",", ":"))
-        hit = self._sets.get(key)
+        return self._parsed(engine, json.dumps(records, separators=(",", ":")), records)
+
+    def decide(
+        self,
+        engine: PolicyEngine,
+        principal: EntityRef,
+        action: str,
+        resource: EntityRef,
+        records: Sequence[EntityJson],
+    ) -> Decision:
+        text = json.dumps(records, separators=(",", ":"))
+        known = self._decisions.get((engine.version, principal, action, resource, text))
+        if known is not None and self._engine is engine:
+            return known
+        decision = engine.decide(principal, action, resource, None, self._parsed(engine, text, records))
+        with self._lock:
+            if self._engine is engine:
+                if len(self._decisions) >= self._size:
+                    self._decisions = {}
+                # Under the version that decided: a reload racing this call files it under the old one.
+                self._decisions[(decision.policy_version, principal, action, resource, text)] = decision
+        return decision
+
+    def _parsed(self, engine: PolicyEngine, text: str, records: Sequence[EntityJson]) -> EntitySet:
+        hit = self._sets.get(text)
         if hit is not None and self._engine is engine:
             return hit
         parsed = engine.entities(records)
         with self._lock:
             if self._engine is not engine or len(self._sets) >= self._size:
                 self._sets = {}
+                self._decisions = {}
                 self._engine = engine
-            self._sets[key] = parsed
+            self._sets[text] = parsed
         return parsed
 
 
@@ -344,7 +377,11 @@ class LiveState:
         trucks: dict[str, _TruckRow] = {}
         fleets: dict[str, str] = {}
         releases: dict[str, tuple[str, bool]] = {}
-        for row in conn.execute(_TRUCKS_QUERY, {"ids": sorted(wanted)}):
+        if len(wanted) == 1:
+            found = conn.execute(_TRUCK_QUERY, {"id": next(iter(wanted))})
+        else:
+            found = conn.execute(_TRUCKS_QUERY, {"ids": sorted(wanted)})
+        for row in found:
             (truck, fleet, serial, status, release_id, until, quarantined) = row[:7]
             (cert_status, not_after, found_release, release_status, model, key_revoked_at, fleet_name) = row[
                 7:

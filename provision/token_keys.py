@@ -187,6 +187,11 @@ class TokenKeys:
                 return key
         return None
 
+    def publishes(self, purpose: str, kid: str) -> bool:
+        """Whether `kid` is still a published key of `purpose`, by rows at most a second old (no key
+        object built): for a token whose signature was already checked with that key."""
+        return any(r.kid == kid for r in self._published([purpose], fresh=False))
+
     def every_key(self, purpose: str) -> dict[str, ec.EllipticCurvePublicKey]:
         """kid → public key of every key of one purpose ever created, retired ones included: what an
         offline verifier needs to check a token signed years ago (never used to accept a live token)."""

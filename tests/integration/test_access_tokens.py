@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,10 +93,14 @@ def _claims(world: tuple[Clients, TokenKeys, str, str], **changes: Any) -> dict[
         "unknown-kid",
         "result-token-key",
         "no-scope",
+        "verified-token-with-another-signature",
     ],
 )
 def test_forged_tokens_are_refused(world: tuple[Clients, TokenKeys, str, str], forgery: str) -> None:
-    clients, keys, _, _ = world
+    clients, keys, client_id, secret = world
+    # A good token verified first: what is remembered of it must not let any other bytes through.
+    good = clients.token(client_id, secret, None).token
+    assert clients.verify(good).client_id == client_id
     kid, signer = keys.active(ACCESS)
     now = int(datetime.now(UTC).timestamp())
     claims = _claims(world)
@@ -113,6 +118,10 @@ def test_forged_tokens_are_refused(world: tuple[Clients, TokenKeys, str, str], f
         token = jwt.encode(
             claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": kid}
         )
+    elif forgery == "verified-token-with-another-signature":
+        head, body, _ = good.split(".")
+        other = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+        token = f"{head}.{body}.{other.split('.')[2]}"
     elif forgery == "result-token-key":
         result_kid, result_signer = keys.active(RESULTS)
         token = sign_compact(result_signer, claims, kid=result_kid)
@@ -131,3 +140,28 @@ def test_forged_tokens_are_refused(world: tuple[Clients, TokenKeys, str, str], f
         token = sign_compact(signer, claims, kid="nope" if forgery == "unknown-kid" else kid)
     with pytest.raises(AccessTokenInvalid):
         clients.verify(token)
+
+
+def test_a_verified_token_is_refused_once_it_expires(world: tuple[Clients, TokenKeys, str, str]) -> None:
+    """Verified once, remembered, and still refused from its exp on (checked again on every call)."""
+    clients, keys, client_id, _ = world
+    kid, signer = keys.active(ACCESS)
+    expires = int(time.time()) + 2
+    token = sign_compact(signer, _claims(world, exp=expires), kid=kid)
+    assert clients.verify(token).client_id == client_id
+    assert clients.verify(token).client_id == client_id
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(AccessTokenInvalid, match="expired"):
+        clients.verify(token)
+
+
+def test_a_verified_token_is_refused_before_its_nbf_even_if_remembered(
+    world: tuple[Clients, TokenKeys, str, str],
+) -> None:
+    """nbf is re-checked on a remembered token as well: the bound kept is the later of nbf and iat."""
+    clients, keys, _, _ = world
+    kid, signer = keys.active(ACCESS)
+    token = sign_compact(signer, _claims(world, nbf=int(time.time()) + 600), kid=kid)
+    for _ in range(2):
+        with pytest.raises(AccessTokenInvalid, match="not yet valid"):
+            clients.verify(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.filekeys import FileKeyBackend
-from pki.jws import b64url, key_id, public_jwk, sign_compact
+from pki.jws import b64url, key_id, public_jwk, sign_compact, unverified_type
 from pki.signer import KeyAlgorithm
 
 
@@ -54,3 +55,26 @@ def test_rsa_and_ed25519_keys_are_refused(tmp_path: Path) -> None:
     for algorithm in (KeyAlgorithm.RSA_3072, KeyAlgorithm.ED25519):
         with pytest.raises(ValueError, match="EC P-256 or P-384"):
             sign_compact(backend.create(algorithm, "results"), {}, kid="k")
+
+
+def _segment(header: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (_segment({"alg": "ES256", "typ": "at+jwt"}) + ".e30.c2ln", "at+jwt"),
+        (_segment({"alg": "ES256", "typ": "truck-request+jwt"}) + ".e30.", "truck-request+jwt"),
+        (_segment({"alg": "ES256"}) + ".e30.c2ln", None),  # no typ
+        (_segment({"alg": "ES256", "typ": 7}) + ".e30.c2ln", None),  # typ not a string
+        (_segment(["typ", "at+jwt"]) + ".e30.c2ln", None),  # header not an object
+        (_segment({"typ": "at+jwt"}), None),  # no dot: not a JWS
+        (".e30.c2ln", None),  # empty header
+        ("!!!." + "e30.c2ln", None),  # not base64url
+        (base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".e30.c2ln", None),  # not UTF-8
+        ("a" * 5000 + ".e30.c2ln", None),  # oversized header
+    ],
+)
+def test_unverified_type_peeks_only_at_a_well_formed_header(token: str, expected: str | None) -> None:
+    assert unverified_type(token) == expected
