@@ -194,6 +194,7 @@ class TransparencyLog:
         algorithm: KeyAlgorithm = KeyAlgorithm.ED25519,
         clock: Callable[[], datetime],
         poll_interval: float = 0.25,
+        linger: float = 0.1,
     ) -> None:
         if algorithm not in LOG_KEY_ALGORITHMS:
             raise LogConfigurationError(f"the log key is Ed25519 or EC P-256, not {algorithm}")
@@ -203,6 +204,7 @@ class TransparencyLog:
         self._algorithm = algorithm
         self._clock = clock
         self._poll = poll_interval
+        self._linger = linger
         self._signer: NoteSigner | None = None
         self._sequencer: Sequencer | None = None
         # Inner subtrees of committed tiles, shared by the read side and this process's receipts.
@@ -270,6 +272,7 @@ class TransparencyLog:
             self.origin,
             clock=self._clock,
             poll_interval=self._poll,
+            linger=self._linger,
             layers=self._layers,
         )
         self._sequencer.start()
