@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select
 from sqlmodel import Session, SQLModel, col
@@ -94,6 +95,12 @@ _CLIENT_QUERY = select(
 ).where(col(OAuthClient.id) == bindparam("client_id"))
 
 
+class Stated(Hashable, Protocol):
+    """A frozen live-state record (policies.entities) that renders its Cedar entity."""
+
+    def entity(self) -> EntityJson: ...
+
+
 class EntityMemo:
     """Parsed entity sets by their exact JSON text. The records hold every attribute as read from the
     database for this request, so a reused set is the very set this request's records parse to: a
@@ -111,9 +118,27 @@ class EntityMemo:
         self._engine: PolicyEngine | None = None
         self._sets: dict[str, EntitySet] = {}
         self._decisions: dict[tuple[str, EntityRef, str, EntityRef, str], Decision] = {}
+        self._by_state: dict[tuple[Stated, ...], EntitySet] = {}
 
     def entities(self, engine: PolicyEngine, records: Sequence[EntityJson]) -> EntitySet:
         return self._parsed(engine, json.dumps(records, separators=(",", ":")), records)
+
+    def entities_of(self, engine: PolicyEngine, states: Sequence[Stated]) -> EntitySet:
+        """The set of these states' entities, keyed by the states themselves: frozen records whose
+        entity is a function of their fields, so equal states are the same records without building
+        or serialising them again."""
+        key = tuple(states)
+        hit = self._by_state.get(key)
+        if hit is not None and self._engine is engine:
+            return hit
+        records = [state.entity() for state in states]
+        parsed = self._parsed(engine, json.dumps(records, separators=(",", ":")), records)
+        with self._lock:
+            if self._engine is engine:
+                if len(self._by_state) >= self._size:
+                    self._by_state = {}
+                self._by_state[key] = parsed
+        return parsed
 
     def decide(
         self,
@@ -145,6 +170,7 @@ class EntityMemo:
             if self._engine is not engine or len(self._sets) >= self._size:
                 self._sets = {}
                 self._decisions = {}
+                self._by_state = {}
                 self._engine = engine
             self._sets[text] = parsed
         return parsed
@@ -271,14 +297,14 @@ class Decisions:
             live = LiveState.read(conn, trucks)
         client_id = principal.id
         states = [live.truck_state(truck_id, now) for truck_id in trucks]
-        records = [principal.entity()]
-        records += [FleetState(fleet, name).entity() for fleet, name in live.fleets.items()]
-        records += [ReleaseState(r, m, revoked).entity() for r, (m, revoked) in live.releases.items()]
-        records += [s.entity() for s in live.unique(states)]
+        recorded: list[Stated] = [principal]
+        recorded += [FleetState(fleet, name) for fleet, name in live.fleets.items()]
+        recorded += [ReleaseState(r, m, revoked) for r, (m, revoked) in live.releases.items()]
+        recorded += live.unique(states)
         if tender is not None:
-            records.append(tender.entity())
+            recorded.append(tender)
         policies = self._policies.engine
-        entities = self._entities.entities(policies, records)
+        entities = self._entities.entities_of(policies, recorded)
         decisions = policies.decide_batch(
             principal.ref, action, [s.ref for s in states], gate_context(now, tender), entities
         )

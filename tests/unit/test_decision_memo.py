@@ -5,8 +5,10 @@ record (a changed attribute) is another key."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta
 
-from policies import AUTHORITY, ClientPrincipal, PolicyEngine
+from policies import AUTHORITY, ClientPrincipal, PolicyEngine, TruckState, gate_context
+from policies.entities import FleetState
 from provision.decisions import EntityMemo
 
 OPERATOR = ClientPrincipal("op-1", "operator", "Northern Haulage", fleets=frozenset({"north"}))
@@ -53,3 +55,34 @@ def test_a_full_memo_starts_over_and_still_answers() -> None:
     for i in range(5):
         principal = dataclasses.replace(OPERATOR, id=f"op-{i}")
         assert memo.decide(engine, principal.ref, "listFleets", AUTHORITY, [principal.entity()]).allowed
+
+
+def test_entity_sets_by_state_are_the_states_entities() -> None:
+    """Keyed by the frozen states: equal states reuse the set, one changed field parses a new one, and
+    Cedar decides on the set exactly as on the records parsed afresh."""
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    broker = ClientPrincipal("b-1", "broker", "Acme", fleets=frozenset({"north"}))
+    truck = TruckState(
+        id="t-1",
+        fleet="north",
+        attestation_status="affirming",
+        attested_until=now + timedelta(minutes=30),
+        quarantined=False,
+        certificate_status="valid",
+        autonomy_mode="supervised",
+    )
+    engine = PolicyEngine.from_directory()
+    memo = EntityMemo()
+    fleet = FleetState("north", "North")
+    first = memo.entities_of(engine, [broker, fleet, truck])
+    assert memo.entities_of(engine, [broker, fleet, dataclasses.replace(truck)]) is first
+    quarantined = dataclasses.replace(truck, quarantined=True)
+    changed = memo.entities_of(engine, [broker, fleet, quarantined])
+    assert changed is not first
+    context = gate_context(now)
+    for state, entities in ((truck, first), (quarantined, changed)):
+        fresh = engine.entities([broker.entity(), fleet.entity(), state.entity()])
+        memoized = engine.decide(broker.ref, "dispatch", state.ref, context, entities)
+        assert memoized == engine.decide(broker.ref, "dispatch", state.ref, context, fresh)
+    assert engine.decide(broker.ref, "dispatch", truck.ref, context, first).allowed
+    assert not engine.decide(broker.ref, "dispatch", truck.ref, context, changed).allowed
