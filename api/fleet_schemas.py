@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from api.schemas import Pem
+from provision.fleets import AUTONOMY_MODES
 
 EntityId = Annotated[
     str,
@@ -108,6 +109,28 @@ class TruckOut(msgspec.Struct, kw_only=True):
     certificate_serial: str | None
     enrolled_at: datetime | None
     created_at: datetime
+    # Defaults only for replaying a registerTruck response stored before trucks had a profile (they
+    # were registered with exactly these).
+    autonomy_mode: str = "unknown"
+    hazmat_certified: bool = False
+
+
+class TruckProfileIn(_In):
+    """The whole profile (both fields required): what Cedar's Truck.autonomy_mode and
+    Truck.hazmat_certified say from now on."""
+
+    # Documented as an enum but checked by the use case, so an unknown mode is refused with its own code
+    # (invalid-autonomy-mode) rather than as a generic invalid body.
+    autonomy_mode: Annotated[
+        str,
+        Meta(
+            description="driverless, supervised, manual or unknown",
+            extra_json_schema={"extra": {"enum": sorted(AUTONOMY_MODES)}},  # how Litestar takes it
+        ),
+    ]
+    hazmat_certified: Annotated[
+        bool, Meta(description="Certified (placarding, equipment, inspection) to haul hazardous materials")
+    ]
 
 
 class TokenIn(_In):

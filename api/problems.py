@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from api.context import request_id_var
 from attest.errors import AttestError
 from pki import errors
-from provision.errors import IdempotencyKeyInUse, InvalidIdempotencyKey, ProvisionError
+from provision.errors import IdempotencyKeyInUse, InvalidAutonomyMode, InvalidIdempotencyKey, ProvisionError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:weighstation:problem:"
@@ -48,6 +48,7 @@ _MALFORMED = (
     errors.MalformedOcspRequest,
     errors.CsrSignatureInvalid,
     InvalidIdempotencyKey,
+    InvalidAutonomyMode,
 )
 _STATUS_CODES = {
     400: "invalid-request",

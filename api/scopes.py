@@ -11,13 +11,13 @@ from litestar.openapi.spec import OAuthFlow, OAuthFlows, Reference, SecuritySche
 # None: no scope (the operation is open to Anonymous by public.cedar, or its caller is authenticated
 # by something other than an access token: a truck, an enrollment token, the token endpoint's client).
 ADMIN = "admin"  # running the authority: CA, certificates, releases, clients, policies, new fleets
-FLEETS = "fleets"  # fleet work: fleets, trucks, enrollment tokens, swaps, quarantine; listings
+FLEETS = "fleets"  # fleet work: fleets, trucks and profiles, enrollment tokens, swaps, quarantine; listings
 ATTESTATION_READ = "attestation:read"  # a truck's attestation status (operators, contracted brokers)
 DECISIONS = "decisions"  # the decision API
 EVIDENCE_READ = "evidence:read"  # evidence bundles of truck statements
 SCOPE_DESCRIPTIONS = {
     ADMIN: "Run the authority: CA, certificates, releases, OAuth2 clients, policies, new fleets",
-    FLEETS: "Manage fleets and trucks: registration, enrollment tokens, hardware swaps, quarantine",
+    FLEETS: "Manage fleets and trucks: registration, profiles, enrollment tokens, hardware swaps, quarantine",
     ATTESTATION_READ: "Read trucks' attestation status",
     DECISIONS: "Ask the decision API (dispatch, tender.accept)",
     EVIDENCE_READ: "Download evidence bundles of truck statements",
@@ -49,6 +49,7 @@ _FLEET_OPERATIONS = (
     "registerTruck",
     "listTrucks",
     "getTruck",
+    "setTruckProfile",
     "mintEnrollmentToken",
     "approveHardwareSwap",
     "liftQuarantine",

@@ -1,12 +1,13 @@
 """The decision API's use case: may this client dispatch (or accept a tender for) these trucks, now?
 
 The principal is the authenticated client, never one the request names; its attributes come from its
-registration. Each truck's entity is built from live state at the moment of the decision: fleet,
-attestation status and attested-until (none while quarantined), the release it last appraised against
-and whether that release is revoked, its identity certificate's status. Cedar decides (policies/); every
-decision is audited with the state it saw, and dispatch and tender decisions are appended to the
-transparency log. The rows go through a group commit (provision.writer): concurrent requests share one
-transaction, and each answer is given only after the commit that holds its rows.
+registration. Each truck's entity is built from live state at the moment of the decision: fleet, attestation
+status and attested-until (none while quarantined), the release it last appraised against and whether that
+release is revoked, its identity certificate's status, and the profile its operator set (autonomy mode,
+hazmat certification). Cedar decides (policies/); every decision is audited with the state it saw, and
+dispatch and tender decisions are appended to the transparency log. The rows go through a group commit
+(provision.writer): concurrent requests share one transaction, and each answer is given only after the
+commit that holds its rows.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ _TRUCK_STATE = (
         col(Release.model),
         col(ReleaseKey.revoked_at),
         col(Fleet.name),
+        col(Truck.autonomy_mode),
+        col(Truck.hazmat_certified),
     )
     .select_from(Truck)
     .join(Fleet, col(Fleet.id) == col(Truck.fleet_id))
@@ -366,6 +369,8 @@ def _view(state: TruckState, decision: Decision) -> DecisionView:
             "release": state.release,
             "release_revoked": state.release_revoked,
             "certificate_status": state.certificate_status,
+            "autonomy_mode": state.autonomy_mode,
+            "hazmat_certified": state.hazmat_certified,
         },
         policy_version=decision.policy_version,
     )
@@ -385,12 +390,15 @@ class _TruckRow:
     release_found: bool
     release_status: str | None
     key_revoked: bool
+    autonomy_mode: str
+    hazmat_certified: bool
 
 
 @dataclass(frozen=True)
 class LiveState:
     """What a batch of decisions reads about its trucks, in one joined query rather than several per
-    truck: the truck, its attestation, certificate, release and release key, and its fleet's name."""
+    truck: the truck (with the profile its operator set), its attestation, certificate, release and
+    release key, and its fleet's name."""
 
     trucks: dict[str, _TruckRow]
     fleets: dict[str, str]  # id -> name
@@ -409,9 +417,17 @@ class LiveState:
             found = conn.execute(_TRUCKS_QUERY, {"ids": sorted(wanted)})
         for row in found:
             (truck, fleet, serial, status, release_id, until, quarantined) = row[:7]
-            (cert_status, not_after, found_release, release_status, model, key_revoked_at, fleet_name) = row[
-                7:
-            ]
+            (
+                cert_status,
+                not_after,
+                found_release,
+                release_status,
+                model,
+                key_revoked_at,
+                fleet_name,
+                autonomy_mode,
+                hazmat_certified,
+            ) = row[7:]
             trucks[truck] = _TruckRow(
                 id=truck,
                 fleet=fleet,
@@ -425,6 +441,8 @@ class LiveState:
                 release_found=found_release is not None,
                 release_status=release_status,
                 key_revoked=key_revoked_at is not None,
+                autonomy_mode=autonomy_mode,
+                hazmat_certified=bool(hazmat_certified),
             )
             fleets[fleet] = fleet_name
             if found_release is not None:
@@ -454,7 +472,8 @@ class LiveState:
             attested_until=None if not attested or row.quarantined else row.attested_until,
             quarantined=row.quarantined,
             certificate_status=certificate_status,
-            autonomy_mode="unknown",
+            autonomy_mode=row.autonomy_mode,
+            hazmat_certified=row.hazmat_certified,
             release=row.release_id if attested else None,
             release_revoked=release_revoked,
         )

@@ -61,6 +61,12 @@ class UnknownTruck(ProvisionError):
     kind = "not_found"
 
 
+class InvalidAutonomyMode(ProvisionError):
+    """Not one of the autonomy modes a truck's profile may name (provision.fleets.AUTONOMY_MODES)."""
+
+    code = "invalid-autonomy-mode"
+
+
 # --- enrollment -----------------------------------------------------------------------------
 
 

@@ -2,8 +2,9 @@
 
 Every change is stored with its audit row (and, when the caller sent one, its Idempotency-Key
 response) in one transaction. A truck's SPIFFE ID follows from its fleet and id; its EK binding is
-written only by enrollment (provision.enrollment). A listing shows only the fleets the caller may see
-(provision.fleet_listing).
+written only by enrollment (provision.enrollment); its profile (autonomy mode, hazmat certification)
+only by its operator here, and the decision API reads it as live state (provision.decisions). A listing
+shows only the fleets the caller may see (provision.fleet_listing).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from policies.engine import PolicyEngine
 from policies.entities import ClientPrincipal
 from provision import audit
 from provision.audit import Actor
-from provision.errors import FleetExists, TruckExists, UnknownFleet, UnknownTruck
+from provision.errors import FleetExists, InvalidAutonomyMode, TruckExists, UnknownFleet, UnknownTruck
 from provision.fleet_listing import FleetListing
 from provision.idempotency import Pending, commit_with
 from provision.tables import Fleet, HardwareSwap, Truck
+
+# What Cedar's Truck.autonomy_mode may say; "unknown" is a truck whose operator has not said (yet).
+AUTONOMY_MODES = frozenset({"driverless", "supervised", "manual", "unknown"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class TruckView:
     certificate_serial: str | None
     enrolled_at: datetime | None
     created_at: datetime
+    autonomy_mode: str
+    hazmat_certified: bool
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,46 @@ class FleetRegistry:
                 raise UnknownTruck(f"no truck {truck_id[:64]!r}")
             return self._truck_view(row)
 
+    def set_truck_profile(
+        self, actor: Actor, truck_id: str, *, autonomy_mode: str, hazmat_certified: bool
+    ) -> TruckView:
+        """Replace the truck's profile; audited with what it replaced (a refusal with its truck). Every
+        decision from the commit on reads the new one (provision.decisions.LiveState)."""
+        with audit.refusals(self._engine, actor, "truck.profile", target=truck_id, clock=self._clock):
+            return self._set_truck_profile(actor, truck_id, autonomy_mode, hazmat_certified)
+
+    def _set_truck_profile(
+        self, actor: Actor, truck_id: str, autonomy_mode: str, hazmat_certified: bool
+    ) -> TruckView:
+        if autonomy_mode not in AUTONOMY_MODES:
+            raise InvalidAutonomyMode(
+                f"autonomy mode {autonomy_mode[:32]!r} is none of {', '.join(sorted(AUTONOMY_MODES))}"
+            )
+        now = self._clock()
+        with Session(self._engine) as session:
+            # Locked, so the audited `before` is what this change replaced, not a concurrent one's input.
+            row = session.get(Truck, truck_id, with_for_update=True)
+            if row is None:
+                raise UnknownTruck(f"no truck {truck_id[:64]!r}")
+            before = {"autonomy_mode": row.autonomy_mode, "hazmat_certified": row.hazmat_certified}
+            after = {"autonomy_mode": autonomy_mode, "hazmat_certified": hazmat_certified}
+            row.autonomy_mode = autonomy_mode
+            row.hazmat_certified = hazmat_certified
+            session.add(row)
+            audit.record(
+                session,
+                audit.values(
+                    actor,
+                    "truck.profile",
+                    at=now,
+                    target=truck_id,
+                    detail={"fleet": row.fleet_id, "before": before, "after": after},
+                ),
+            )
+            view = self._truck_view(row)
+            session.commit()
+        return view
+
     # -- hardware swaps --------------------------------------------------------------------------
 
     def approve_swap(
@@ -217,4 +263,6 @@ class FleetRegistry:
             certificate_serial=row.certificate_serial,
             enrolled_at=row.enrolled_at,
             created_at=row.created_at,
+            autonomy_mode=row.autonomy_mode,
+            hazmat_certified=row.hazmat_certified,
         )

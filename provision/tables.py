@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Dialect, Index, Integer, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Dialect, Index, Integer, LargeBinary, Text, UniqueConstraint, false
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -153,6 +153,11 @@ class Truck(SQLModel, table=True):
     certificate_serial: str | None = Field(default=None, max_length=42)
     enrolled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     created_at: datetime = Field(sa_type=UtcDateTime)
+    # The profile its fleet's operator sets (provision.fleets.set_truck_profile); Cedar reads both.
+    autonomy_mode: str = Field(
+        default="unknown", max_length=16, sa_column_kwargs={"server_default": "unknown"}
+    )  # driverless | supervised | manual | unknown
+    hazmat_certified: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class EnrollmentToken(SQLModel, table=True):

@@ -1,5 +1,5 @@
-"""Operator calls: fleets, their insurance coverage, trucks, enrollment tokens and hardware-swap
-approvals."""
+"""Operator calls: fleets, their insurance coverage, trucks and their profile, enrollment tokens and
+hardware-swap approvals."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from api.fleet_schemas import (
     TokenOut,
     TruckIn,
     TruckOut,
+    TruckProfileIn,
 )
 from api.idempotency import IdempotencyKey, idempotent
 from api.problems import problems
@@ -209,6 +210,29 @@ class TruckController(Controller):
     )
     def show(self, request: Request[Any, Any, Any], truck: str = TruckParam) -> TruckOut:
         return _truck(services_of(request).fleets.truck(truck))
+
+    @put(
+        "/{truck:str}/profile",
+        operation_id="setTruckProfile",
+        security=NEEDS_FLEETS,
+        sync_to_thread=True,
+        summary="Set the truck's autonomy mode and hazmat certification (audited)",
+        description="What the decision API's Truck entity says from now on: `autonomy_mode` (driverless, "
+        "supervised, manual or unknown; 400 `invalid-autonomy-mode` otherwise) for operators' own "
+        "policies, and `hazmat_certified`, without which the safety policy refuses every hazmat tender. "
+        "Idempotent: the body is the whole profile. Answers the truck as getTruck does.",
+        responses=problems(400, 401, 403, 404),
+    )
+    def set_profile(
+        self, request: Request[Any, Any, Any], data: TruckProfileIn, truck: str = TruckParam
+    ) -> TruckOut:
+        view = services_of(request).fleets.set_truck_profile(
+            actor_of(request),
+            truck,
+            autonomy_mode=data.autonomy_mode,
+            hazmat_certified=data.hazmat_certified,
+        )
+        return _truck(view)
 
     @post(
         "/{truck:str}/enrollment-tokens",
