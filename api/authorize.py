@@ -29,10 +29,11 @@ from litestar import Request, Response
 from litestar.concurrency import sync_to_thread
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 
 from api.problems import problem_response
-from api.scopes import SCOPES
+from api.scopes import SCOPES, TRUCK_REQUEST_SCHEME
 from api.services import Services
 from api.truck_auth import authenticate_truck, truck_request_jwt
 from pki.jws import unverified_type
@@ -207,6 +208,17 @@ def _authenticate_and_decide(
     return _decide(services, caller, action, resource)
 
 
+def _credential_for(handler: BaseRouteHandler) -> str:
+    """What a caller should have sent, as the operation's OpenAPI security declares it."""
+    declared = handler.resolve_security() if isinstance(handler, HTTPRouteHandler) else []
+    schemes = {name for requirement in declared for name in requirement}
+    if TRUCK_REQUEST_SCHEME not in schemes:
+        return "an access token"
+    if schemes == {TRUCK_REQUEST_SCHEME}:
+        return "the truck's request JWT (typ truck-request+jwt, signed by its identity key)"
+    return "an access token or the truck's request JWT (typ truck-request+jwt, signed by its identity key)"
+
+
 def _who(principal: EntityRef) -> str:
     return "anonymous" if principal == ANONYMOUS else f"{principal.type}::{principal.id}"
 
@@ -247,7 +259,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         raise Refused(
             401,
             "unauthorized",
-            f"{action} needs an access token (Authorization: Bearer)",
+            f"{action} needs {_credential_for(handler)} (Authorization: Bearer)",
             action=action,
             resource=resource,
             headers={"WWW-Authenticate": "Bearer"},

@@ -131,12 +131,17 @@ def test_anonymous_calls_are_refused_except_public_operations(
 ) -> None:
     passed: set[str] = set()
     with service.client() as client:
-        for operation_id, method, path, _ in operations(document):
+        for operation_id, method, path, operation in operations(document):
             response = call(client, method, concrete(path))
             code = code_of(response)
             if code == "unauthorized":
                 assert response.status_code == 401, operation_id
                 assert response.headers["www-authenticate"].startswith("Bearer"), operation_id
+                # The reason names the credential the operation takes, as its OpenAPI security says.
+                schemes = {name for requirement in operation.get("security", []) for name in requirement}
+                detail = response.json()["detail"]
+                assert ("truck-request+jwt" in detail) == ("truckRequest" in schemes), (operation_id, detail)
+                assert ("access token" in detail) == (schemes != {"truckRequest"}), (operation_id, detail)
             else:
                 assert code not in GUARD_CODES, (operation_id, response.text)
                 passed.add(operation_id)
