@@ -86,21 +86,6 @@ def code_of(response: httpx.Response) -> str | None:
     return None
 
 
-def register(service: RunningService, client: httpx.Client, **body: Any) -> str:
-    """Register a client as the global admin; return an access token for it."""
-    registered = client.post(
-        "/v1/clients", json={"organisation": "org", **body}, headers=service.admin()
-    ).json()
-    issued = client.post(
-        "/v1/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(registered["client_id"], registered["client_secret"]),
-    )
-    assert issued.status_code == 200, issued.text
-    token: str = issued.json()["access_token"]
-    return token
-
-
 @pytest.fixture(scope="module")
 def document(service: RunningService) -> dict[str, Any]:
     with service.client() as client:
@@ -172,8 +157,8 @@ def test_a_client_of_the_wrong_kind_is_forbidden_everywhere_it_has_no_policy(
 ) -> None:
     with service.client() as client:
         # Every scope, so only Cedar stands between them and the operation.
-        insurer = register(service, client, name="insurer", kind="insurer", scopes=ALL_SCOPES)
-        broker = register(service, client, name="broker", kind="broker", scopes=ALL_SCOPES)
+        insurer = service.client_token(name="insurer", kind="insurer", scopes=ALL_SCOPES)
+        broker = service.client_token(name="broker", kind="broker", scopes=ALL_SCOPES)
         protected = [op for op in operations(document) if op[0] not in PUBLIC]
         for who, token, allowed in (
             ("insurer", insurer, set()),
@@ -220,8 +205,8 @@ def test_fleet_operator_manages_only_its_fleets(service: RunningService) -> None
                 ).status_code
                 == 201
             )
-        operator = register(
-            service, client, name="north ops", kind="operator", fleets=[north], scopes=["fleets", "admin"]
+        operator = service.client_token(
+            name="north ops", kind="operator", fleets=[north], scopes=["fleets", "admin"]
         )
         auth = {"Authorization": f"Bearer {operator}"}
         assert client.get(f"/v1/fleets/{north}", headers=auth).status_code == 200
@@ -233,9 +218,7 @@ def test_fleet_operator_manages_only_its_fleets(service: RunningService) -> None
 
 def test_a_token_without_the_operation_scope_is_refused(service: RunningService) -> None:
     with service.client() as client:
-        reader = register(
-            service, client, name="reader", kind="operator", global_admin=True, scopes=["fleets"]
-        )
+        reader = service.client_token(name="reader", kind="operator", global_admin=True, scopes=["fleets"])
         response = client.get("/v1/clients", headers={"Authorization": f"Bearer {reader}"})
         listed = client.get("/v1/fleets", headers={"Authorization": f"Bearer {reader}"})
     assert (response.status_code, response.json()["code"]) == (403, "insufficient-scope")
@@ -259,7 +242,7 @@ def test_a_forged_access_token_is_refused(service: RunningService) -> None:
 def test_each_refusal_is_audited_once_with_actor_operation_and_resource(service: RunningService) -> None:
     truck = f"audit-{secrets.token_hex(4)}"
     with service.client() as client:
-        insurer = register(service, client, name="auditee", kind="insurer", scopes=ALL_SCOPES)
+        insurer = service.client_token(name="auditee", kind="insurer", scopes=ALL_SCOPES)
         forbidden = client.get(f"/v1/trucks/{truck}", headers={"Authorization": f"Bearer {insurer}"})
         anonymous = client.get(f"/v1/trucks/{truck}/attestation")
     assert forbidden.status_code == 403 and anonymous.status_code == 401

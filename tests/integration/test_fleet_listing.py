@@ -8,7 +8,6 @@ import json
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
@@ -100,21 +99,6 @@ def test_a_fleet_is_listed_exactly_when_the_guard_allows_getFleet(engine: Engine
     assert listed["op-none"] == listed["tms"] == listed["insurer"] == []
 
 
-def register(service: RunningService, client: httpx.Client, **body: Any) -> dict[str, str]:
-    """Register a client as the global admin; return its Authorization header."""
-    registered = client.post(
-        "/v1/clients", json={"organisation": "org", "scopes": ["fleets"], **body}, headers=service.admin()
-    )
-    assert registered.status_code == 201, registered.text
-    issued = client.post(
-        "/v1/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(registered.json()["client_id"], registered.json()["client_secret"]),
-    )
-    assert issued.status_code == 200, issued.text
-    return {"Authorization": f"Bearer {issued.json()['access_token']}"}
-
-
 def listed(client: httpx.Client, headers: dict[str, str]) -> list[str]:
     response = client.get("/v1/fleets", headers=headers)
     assert response.status_code == 200, response.text
@@ -128,9 +112,15 @@ def test_each_caller_lists_exactly_the_fleets_it_may_see(service: RunningService
         for fleet in (north, south, east):
             created = client.post("/v1/fleets", json={"id": fleet, "name": fleet}, headers=service.admin())
             assert created.status_code == 201, created.text
-        op_north = register(service, client, name="north ops", kind="operator", fleets=[north])
-        op_south = register(service, client, name="south ops", kind="operator", fleets=[south, east])
-        admin = register(service, client, name="second admin", kind="operator", global_admin=True)
+        op_north = service.client_headers(
+            name="north ops", kind="operator", fleets=[north], scopes=["fleets"]
+        )
+        op_south = service.client_headers(
+            name="south ops", kind="operator", fleets=[south, east], scopes=["fleets"]
+        )
+        admin = service.client_headers(
+            name="second admin", kind="operator", global_admin=True, scopes=["fleets"]
+        )
         seen_north, seen_south = listed(client, op_north), listed(client, op_south)
         seen_admin, seen_bootstrap = listed(client, admin), listed(client, service.admin())
     assert seen_north == [north]

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.support.audit import audit_rows
-from tests.support.enrolling import Operator, new_id
+from tests.support.enrolling import Operator
 from tests.support.service import RunningService, ws
 from tests.support.swtpm import RunningTpm
 
@@ -26,21 +24,6 @@ RELEASE = "2026.11.8-insured"
 
 def db(service: RunningService) -> str:
     return f"sqlite:///{service.data_dir / 'weighstation.db'}"
-
-
-def register(service: RunningService, client: httpx.Client, **body: Any) -> dict[str, str]:
-    """Register a client as the global admin (POST /v1/clients); its access token's headers."""
-    registered = client.post(
-        "/v1/clients", json={"name": new_id("client"), "organisation": "org", **body}, headers=service.admin()
-    )
-    assert registered.status_code == 201, registered.text
-    issued = client.post(
-        "/v1/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(registered.json()["client_id"], registered.json()["client_secret"]),
-    )
-    assert issued.status_code == 200, issued.text
-    return {"Authorization": f"Bearer {issued.json()['access_token']}"}
 
 
 def test_an_insurer_reads_only_the_evidence_its_policies_cover(
@@ -92,13 +75,11 @@ def test_an_insurer_reads_only_the_evidence_its_policies_cover(
         done = ws("agent", "submit", *server, "--kind", "mission_manifest", "--payload", str(manifest))
         assert done.returncode == 0, done.stderr
 
-        insurer = register(
-            enrolling, client, kind="insurer", insurer_policies=["P-1"], scopes=["evidence:read"]
+        insurer = enrolling.client_headers(kind="insurer", insurer_policies=["P-1"], scopes=["evidence:read"])
+        other_insurer = enrolling.client_headers(
+            kind="insurer", insurer_policies=["P-2", "P-7"], scopes=["evidence:read"]
         )
-        other_insurer = register(
-            enrolling, client, kind="insurer", insurer_policies=["P-2", "P-7"], scopes=["evidence:read"]
-        )
-        broker = register(enrolling, client, kind="broker", fleets=[fleet], scopes=["evidence:read"])
+        broker = enrolling.client_headers(kind="broker", fleets=[fleet], scopes=["evidence:read"])
         bundle_path = f"/v1/trucks/{truck}/statements/2/bundle"
 
         covered = client.get(bundle_path, headers=insurer)
@@ -174,7 +155,7 @@ def test_coverage_is_an_operator_call_with_problems_for_bad_input(enrolling: Run
         after = client.get(path, headers=enrolling.admin()).json()
         # A fleet operator manages its own fleet's coverage, not another's.
         own = operator.fleet()
-        fleet_operator = register(enrolling, client, kind="operator", fleets=[own], scopes=["fleets"])
+        fleet_operator = enrolling.client_headers(kind="operator", fleets=[own], scopes=["fleets"])
         cover = {"policies": [{"policy_number": "P-1", "valid_from": "2026-01-01T00:00:00+01:00"}]}
         mine = client.put(f"/v1/fleets/{own}/insurance-policies", json=cover, headers=fleet_operator)
         theirs = client.put(path, json=cover, headers=fleet_operator)

@@ -55,21 +55,6 @@ def db(service: RunningService) -> str:
     return f"sqlite:///{service.data_dir / 'weighstation.db'}"
 
 
-def token_of(service: RunningService, client: httpx.Client, **registration: Any) -> str:
-    registered = client.post(
-        "/v1/clients", json={"organisation": "acme", **registration}, headers=service.admin()
-    )
-    assert registered.status_code == 201, registered.text
-    issued = client.post(
-        "/v1/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(registered.json()["client_id"], registered.json()["client_secret"]),
-    )
-    assert issued.status_code == 200, issued.text
-    token: str = issued.json()["access_token"]
-    return token
-
-
 @pytest.fixture(scope="module")
 def attested(
     enrolling: RunningService, manufacturer: ManufacturerCa, tmp_path_factory: pytest.TempPathFactory
@@ -99,7 +84,9 @@ def attested(
         )
         status = attest(tpm, as_truck(agent, tpm, state), state, event_log=measured.log).status
         assert status == "affirming"
-        broker = token_of(enrolling, http, name="broker", kind="broker", fleets=[fleet], scopes=["decisions"])
+        broker = enrolling.client_token(
+            organisation="acme", name="broker", kind="broker", fleets=[fleet], scopes=["decisions"]
+        )
         yield Attested(enrolling, truck, fleet, broker)
 
 
@@ -203,7 +190,11 @@ def test_only_the_fleets_operators_set_a_profile_and_bad_requests_are_refused(
         north, south = operator.fleet(), operator.fleet()
         truck = operator.truck(north)
         own, other = (
-            bearer(token_of(service, client, name=f, kind="operator", fleets=[f], scopes=["fleets"]))
+            bearer(
+                service.client_token(
+                    organisation="acme", name=f, kind="operator", fleets=[f], scopes=["fleets"]
+                )
+            )
             for f in (north, south)
         )
 

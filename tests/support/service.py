@@ -9,10 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,6 +65,26 @@ class RunningService:
     def admin(self) -> dict[str, str]:
         """Headers of the global-admin operator (the name is kept from the admin-token days)."""
         return {"Authorization": f"Bearer {self.admin_token()}"}
+
+    def client_token(self, **registration: Any) -> str:
+        """Register a client as the global admin (POST /v1/clients; organisation "org" and a fresh name
+        unless given) and return an access token for it."""
+        body = {"name": f"client-{uuid.uuid4().hex[:8]}", "organisation": "org", **registration}
+        with self.client() as http:
+            registered = http.post("/v1/clients", json=body, headers=self.admin())
+            assert registered.status_code == 201, registered.text
+            issued = http.post(
+                "/v1/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(registered.json()["client_id"], registered.json()["client_secret"]),
+            )
+        assert issued.status_code == 200, issued.text
+        token: str = issued.json()["access_token"]
+        return token
+
+    def client_headers(self, **registration: Any) -> dict[str, str]:
+        """`client_token`'s token as Authorization headers."""
+        return {"Authorization": f"Bearer {self.client_token(**registration)}"}
 
 
 def weighstation_command() -> list[str]:
