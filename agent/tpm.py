@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -228,6 +228,7 @@ class TruckTpm:
     def __init__(self, ctx: Any) -> None:
         self._ctx = ctx
         self._ek: dict[EkKind, Any] = {}
+        self._held: dict[KeyBlob, Any] = {}  # blobs kept loaded by `holding`, and their handles
 
     @classmethod
     def open(cls, tcti: str) -> TruckTpm:
@@ -337,7 +338,31 @@ class TruckTpm:
         return self.create_key(ek_kind, KeySpec.identity_key())
 
     @contextmanager
+    def holding(self, *blobs: KeyBlob) -> Iterator[None]:
+        """Keep `blobs` loaded for the block: each operation on them inside it uses the loaded object
+        instead of an EK policy session and a TPM2_Load of its own. All are flushed on leaving the
+        block, also on error (no resource manager would). A TPM has few transient slots (swtpm: 3), and
+        an operation that loads another key needs one more: hold two at most."""
+        with ExitStack() as stack:
+            for blob in blobs:
+                if blob in self._held:
+                    continue  # an enclosing block holds it (and flushes it)
+                self._held[blob] = stack.enter_context(self._load(blob))
+                stack.callback(self._held.pop, blob, None)
+            yield
+
+    @contextmanager
     def _loaded(self, blob: KeyBlob) -> Iterator[Any]:
+        """`blob`'s handle: the held one inside `holding`, else loaded now and flushed on exit."""
+        held = self._held.get(blob)
+        if held is not None:
+            yield held
+            return
+        with self._load(blob) as handle:
+            yield handle
+
+    @contextmanager
+    def _load(self, blob: KeyBlob) -> Iterator[Any]:
         """Load `blob` under its EK; the transient object is flushed on exit."""
         public = _t.TPM2B_PUBLIC(publicArea=_t.TPMT_PUBLIC.unmarshal(blob.public)[0])
         private, _ = _t.TPM2B_PRIVATE.unmarshal(blob.private)

@@ -14,22 +14,34 @@ ASGI app (neither implements the ASGI TLS extension), so the proxy is the suppor
 uvicorn's proxy-header support rewrites the peer address from `X-Forwarded-For` for peers it trusts; a
 client-certificate header arriving together with `X-Forwarded-For` is therefore refused, because the
 peer address it would be trusted by may not be the TCP peer's.
+
+A request JWT's jti is spent here (a write of its own) except on the operations in SPENT_BY_USE_CASE:
+there the guard refuses a jti already spent and leaves this one in the connection's state
+(`unspent_jti`); the use case spends it in the same transaction as its own write, and the route's
+exception handlers spend it on every refusal (`spend_unspent`), so each request whose JWT verified
+still spends it, whatever the outcome. Two presentations racing are settled by that insert.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
-import jwt
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
+from sqlalchemy.exc import SQLAlchemyError
 
 from provision.errors import TruckRequestInvalid
-from provision.truck_requests import TYP, TruckRequester
+from provision.single_use import PendingJti
+from provision.truck_requests import TYP, TruckRequester, unverified_header
 
+log = logging.getLogger("weighstation.http")
+# Operations whose use case spends the request JWT's jti in its own write transaction.
+SPENT_BY_USE_CASE = frozenset({"issueAttestationNonce", "attestTruck"})
+_UNSPENT = "truck_request_unspent_jti"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 _MAX_HEADER = 16384  # a leaf plus an intermediate, URL-escaped, fits easily
@@ -65,11 +77,8 @@ def truck_request_jwt(authorization: str) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
-        return None
-    return token if header.get("typ") == TYP else None
+    header = unverified_header(token)
+    return token if header is not None and header.get("typ") == TYP else None
 
 
 def _refused(reason: str) -> NotAuthorizedException:
@@ -109,14 +118,39 @@ def authenticate_truck(connection: ASGIConnection[Any, Any, Any, Any]) -> TruckR
     token = truck_request_jwt(connection.headers.get("authorization", ""))
     if token is None:
         return by_certificate
+    operation = getattr(connection.scope.get("route_handler"), "operation_id", None)
     try:
         by_token: TruckRequester = services.truck_requests.verify(
             token,
             method=str(connection.scope.get("method", "")),
             url=_request_url(settings.public_url, connection),
+            spend=operation not in SPENT_BY_USE_CASE,
         )
     except TruckRequestInvalid as exc:
         raise _refused(exc.reason) from None
+    if by_token.unspent is not None:
+        setattr(connection.state, _UNSPENT, by_token.unspent)
     if by_certificate is not None and by_certificate.truck_id != by_token.truck_id:
         raise _refused("the client certificate and the request JWT name different trucks")
     return by_token
+
+
+def unspent_jti(connection: ASGIConnection[Any, Any, Any, Any]) -> PendingJti | None:
+    """The verified request JWT's jti the guard left for the use case to spend, if any."""
+    pending = getattr(connection.state, _UNSPENT, None)
+    return pending if isinstance(pending, PendingJti) else None
+
+
+def spend_unspent(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """Spend, in a transaction of its own, a jti the guard left unspent (a refused request: the use
+    case did not commit it). Already spent is fine; a database failure is logged, the refusal goes out."""
+    pending = unspent_jti(connection)
+    if pending is None:
+        return
+    setattr(connection.state, _UNSPENT, None)
+    try:
+        connection.app.state.services.truck_requests.spend(pending)
+    except TruckRequestInvalid:
+        pass  # spent by the use case, or by a concurrent presentation: what we wanted
+    except SQLAlchemyError:
+        log.exception("spending a refused request's jti failed", extra={"jti": pending.jti[:128]})

@@ -27,9 +27,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Protocol
 
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlalchemy import Engine, bindparam, select, update
+from sqlmodel import Session, SQLModel, col
 
 from attest.ak import VerifiedAk, check_attestation_key
 from attest.alg import Alg
@@ -46,13 +48,13 @@ from attest.errors import (
     PcrValuesMismatch,
     PcrWithoutEvents,
 )
-from attest.eventlog import parse_event_log
+from attest.log_cache import AppraisedLogCache
 from attest.public import parse_tpmt_public
 from attest.quote import PcrRequest, QuoteClock, VerifiedQuote, verify_quote
-from attest.replay import appraise_event_log
 from pki.jws import b64url, sign_compact
 from provision import audit
 from provision.audit import Actor
+from provision.db import writer_lock
 from provision.errors import (
     AttestationNonceExpired,
     AttestationNonceUsed,
@@ -67,11 +69,71 @@ from provision.errors import (
 )
 from provision.fleets import spiffe_id
 from provision.releases import Releases
-from provision.tables import AttestationNonce, AttestationResult, Truck, TruckAttestation
+from provision.single_use import PendingJti, spend_pending
+from provision.tables import (
+    AttestationNonce,
+    AttestationResult,
+    AuditEvent,
+    Release,
+    ReleaseKey,
+    Truck,
+    TruckAttestation,
+)
 from provision.tlog_store import event as tlog_event
 from provision.token_keys import RESULTS, TokenKeys
 
 _NONCE_BYTES = 32
+_NONCES = SQLModel.metadata.tables[AttestationNonce.__tablename__]
+_RESULTS = SQLModel.metadata.tables[AttestationResult.__tablename__]
+_STATES = SQLModel.metadata.tables[TruckAttestation.__tablename__]
+_AUDIT = SQLModel.metadata.tables[AuditEvent.__tablename__]
+# The nonce with the asking truck and its attestation state, in one read (outer joins: either may be
+# missing, and the nonce may name another truck).
+_OPEN = (
+    select(
+        _NONCES.c.id,
+        _NONCES.c.truck_id,
+        _NONCES.c.purpose,
+        _NONCES.c.tender_id,
+        _NONCES.c.nonce,
+        _NONCES.c.extra_data,
+        _NONCES.c.bank,
+        _NONCES.c.pcrs,
+        _NONCES.c.expires_at,
+        _NONCES.c.consumed_at,
+        col(Truck.fleet_id),
+        col(Truck.model),
+        col(Truck.ak_public),
+        _STATES.c.reset_count,
+        _STATES.c.restart_count,
+        _STATES.c.clock,
+    )
+    .select_from(_NONCES)
+    .outerjoin(Truck, col(Truck.id) == bindparam("truck"))
+    .outerjoin(_STATES, _STATES.c.truck_id == bindparam("truck"))
+    .where(_NONCES.c.id == bindparam("nonce"))
+)
+# SET clauses come from the execute parameters (the columns named there).
+_UPDATE_STATE = update(_STATES).where(_STATES.c.truck_id == bindparam("truck"))
+# Mark the nonce used unless it already is: rowcount 1 only for the one claim that wins.
+_CLAIM_NONCE = update(_NONCES).where(_NONCES.c.id == bindparam("claimed_id"), _NONCES.c.consumed_at.is_(None))
+_GOLDEN = (
+    select(
+        col(Release.id),
+        col(Release.version),
+        col(Release.bank),
+        col(Release.pcrs),
+        col(Release.status),
+        col(ReleaseKey.revoked_at),
+    )
+    .select_from(Release)
+    .outerjoin(ReleaseKey, col(ReleaseKey.id) == col(Release.key_id))
+    .where(col(Release.model) == bindparam("model"))
+)
+_QUARANTINED = select(_STATES.c.quarantined).where(_STATES.c.truck_id == bindparam("truck"))
+_AK_OF_TRUCK = select(col(Truck.ak_public)).where(col(Truck.id) == bindparam("truck"))
+# Appraised event logs of this process (attest.log_cache): keyed by the log and the quoted values.
+_APPRAISED_LOGS = AppraisedLogCache(1024)
 _BANKS = {"sha256": Alg.SHA256, "sha384": Alg.SHA384}
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
 PURPOSES = ("attest", "renew", "dispatch")
@@ -100,6 +162,13 @@ def enrolled_ak(ak_public: bytes) -> VerifiedAk:
     VerifiedAk is immutable and carries the loaded key and its per-AK verify state. A refused AK
     raises and is not cached."""
     return check_attestation_key(parse_tpmt_public(ak_public))
+
+
+@functools.lru_cache(maxsize=256)
+def _golden_pcrs(pcrs: str) -> Mapping[int, bytes]:
+    """A release's stored PCR values (JSON {"0": hex}) as a read-only mapping: a pure function of the
+    stored text, which a release never changes (its status and its key's revocation are read live)."""
+    return MappingProxyType({int(k): bytes.fromhex(v) for k, v in json.loads(pcrs).items()})
 
 
 @functools.lru_cache(maxsize=64)
@@ -132,6 +201,21 @@ class NonceView:
     expires_at: datetime
 
 
+def _nonce_values(view: NonceView, created_at: datetime) -> dict[str, object]:
+    return {
+        "id": view.id,
+        "truck_id": view.truck,
+        "purpose": view.purpose,
+        "tender_id": view.tender,
+        "nonce": view.nonce,
+        "extra_data": view.extra_data,
+        "bank": view.bank,
+        "pcrs": ",".join(str(p) for p in view.pcrs),
+        "created_at": created_at,
+        "expires_at": view.expires_at,
+    }
+
+
 def _nonce_row(view: NonceView, created_at: datetime) -> AttestationNonce:
     return AttestationNonce(
         id=view.id,
@@ -145,6 +229,51 @@ def _nonce_row(view: NonceView, created_at: datetime) -> AttestationNonce:
         created_at=created_at,
         expires_at=view.expires_at,
     )
+
+
+class NonceFacts(Protocol):
+    """What verification and the result need of a nonce (a stored AttestationNonce, or `OpenNonce`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def tender_id(self) -> str | None: ...
+    @property
+    def nonce(self) -> bytes: ...
+    @property
+    def extra_data(self) -> bytes: ...
+    @property
+    def bank(self) -> str: ...
+    @property
+    def pcrs(self) -> str: ...
+
+
+class TruckFacts(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def fleet_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class OpenNonce:
+    id: str
+    purpose: str
+    tender_id: str | None
+    nonce: bytes
+    extra_data: bytes
+    bank: str
+    pcrs: str  # comma-separated, as stored
+
+
+@dataclass(frozen=True)
+class OpenTruck:
+    id: str
+    fleet_id: str
+    model: str
+    ak_public: bytes
 
 
 @dataclass(frozen=True)
@@ -199,12 +328,24 @@ class Attestation:
         self._policy = policy
         self._clock = clock
         self._selection = PcrRequest.of(_BANKS[policy.bank], policy.pcrs)
+        # Writers on one SQLite file queue on a flock instead of SQLite's sleeping busy handler.
+        self._write_lock = writer_lock(engine)
         # Wakes this process's log sequencer after a commit (set by the service when it runs one).
         self.log_wake: Callable[[], None] = lambda: None
 
     # -- nonces ----------------------------------------------------------------------------------
 
-    def nonce(self, actor: Actor, truck_id: str, purpose: str, tender: str | None = None) -> NonceView:
+    def nonce(
+        self,
+        actor: Actor,
+        truck_id: str,
+        purpose: str,
+        tender: str | None = None,
+        *,
+        request_jti: PendingJti | None = None,
+    ) -> NonceView:
+        """A new nonce for the truck; `request_jti` (the verified request JWT's, not yet spent) is
+        spent in the same transaction (JwtReplayed if it was spent before)."""
         now = self._clock()
         nonce = secrets.token_bytes(_NONCE_BYTES)
         extra = expected_extra_data(nonce, tender, truck_id)
@@ -219,35 +360,50 @@ class Attestation:
             pcrs=self._selection.pcrs,
             expires_at=now + self._policy.nonce_ttl,
         )
-        with Session(self._engine) as session:
-            truck = session.get(Truck, truck_id)
-            if truck is None:
+        with self._engine.connect() as conn:
+            ak_public = conn.execute(_AK_OF_TRUCK, {"truck": truck_id}).first()
+            if ak_public is None:
                 raise UnknownTruck(f"no truck {truck_id[:64]!r}")
-            if truck.ak_public is None:
+            if ak_public[0] is None:
                 raise TruckNotEnrolled(f"truck {truck_id} has not enrolled; there is no AK to quote with")
-            session.add(_nonce_row(view, now))
-            session.commit()
+            # One write transaction: the request JWT's jti and the nonce commit together.
+            with self._write_lock():
+                if request_jti is not None:
+                    spend_pending(conn, request_jti, now)
+                conn.execute(_NONCES.insert(), _nonce_values(view, now))
+                conn.commit()
         return view
 
     # -- attest ----------------------------------------------------------------------------------
 
-    def attest(self, actor: Actor, truck_id: str, nonce_id: str, evidence: Evidence) -> ResultView:
+    def attest(
+        self,
+        actor: Actor,
+        truck_id: str,
+        nonce_id: str,
+        evidence: Evidence,
+        *,
+        request_jti: PendingJti | None = None,
+    ) -> ResultView:
+        """Verify and appraise the evidence, then claim the nonce, spend `request_jti` (the verified
+        request JWT's, not yet spent) and store the result in one write transaction. The claim is a
+        conditional update: of two attempts with one nonce, on any replica, only one commits. A refused
+        attempt spends the nonce too (`_burn`)."""
         with self._refusals(actor, "attestation.verify", truck_id):
-            nonce, truck_row, previous = self._claim(truck_id, nonce_id)
-            assert truck_row.ak_public is not None
-            quote, appraisal = self.verify_evidence(
-                enrolled_ak(bytes(truck_row.ak_public)),
-                nonce,
-                evidence,
-                golden=self._releases.golden(truck_row.model),
-                previous=previous,
-            )
-        return self._store(actor, truck_row, nonce, quote, appraisal)
+            nonce, truck_row, previous, golden = self._open(truck_id, nonce_id)
+            try:
+                quote, appraisal = self.verify_evidence(
+                    enrolled_ak(truck_row.ak_public), nonce, evidence, golden=golden, previous=previous
+                )
+            except BaseException:
+                self._burn(nonce.id)
+                raise
+            return self._store(actor, truck_row, nonce, quote, appraisal, request_jti=request_jti)
 
     def verify_evidence(
         self,
         ak: VerifiedAk,
-        nonce: AttestationNonce,
+        nonce: NonceFacts,
         evidence: Evidence,
         *,
         golden: Sequence[GoldenRelease],
@@ -265,9 +421,7 @@ class Attestation:
             pcr_values=evidence.pcr_values,
             previous=previous,
         )
-        appraised_log = appraise_event_log(
-            parse_event_log(evidence.event_log), selection.bank, quote.pcr_values
-        )
+        appraised_log = _APPRAISED_LOGS.appraise(evidence.event_log, selection.bank, quote.pcr_values)
         appraisal = appraise(
             nonce.bank, appraised_log.pcr_values, golden, warnings=[str(w) for w in quote.warnings]
         )
@@ -300,41 +454,79 @@ class Attestation:
         session.add(_nonce_row(view, self._clock()))
         return view
 
-    def _claim(self, truck_id: str, nonce_id: str) -> tuple[AttestationNonce, Truck, QuoteClock | None]:
+    def _open(
+        self, truck_id: str, nonce_id: str
+    ) -> tuple[OpenNonce, OpenTruck, QuoteClock | None, list[GoldenRelease]]:
+        """The unused, unexpired nonce issued to this truck for an attestation, the truck, its last
+        quote's clock and its model's releases as they stand now: reads only (the claim is written with
+        the result, `_store`)."""
         now = self._clock()
-        with Session(self._engine) as session:
-            nonce = session.get(AttestationNonce, nonce_id[:64])
-            if nonce is None:
-                raise UnknownAttestationNonce(f"no attestation nonce {nonce_id[:64]!r}")
-            if nonce.truck_id != truck_id:
-                raise AttestationNonceWrongTruck("the nonce was issued to another truck")
-            if nonce.purpose == ENROLL_PURPOSE:
-                raise UnknownAttestationNonce(
-                    f"{nonce.id} is an enrollment's first-quote nonce; it is answered only at activation"
-                )
-            claimed = session.connection().execute(
-                update(AttestationNonce)
-                .where(col(AttestationNonce.id) == nonce.id, col(AttestationNonce.consumed_at).is_(None))
-                .values(consumed_at=now)
+        with self._engine.connect() as conn:
+            row = conn.execute(_OPEN, {"nonce": nonce_id[:64], "truck": truck_id}).first()
+            releases = [] if row is None else conn.execute(_GOLDEN, {"model": row.model}).all()
+        if row is None:
+            raise UnknownAttestationNonce(f"no attestation nonce {nonce_id[:64]!r}")
+        if row.truck_id != truck_id:
+            raise AttestationNonceWrongTruck("the nonce was issued to another truck")
+        if row.purpose == ENROLL_PURPOSE:
+            raise UnknownAttestationNonce(
+                f"{row.id} is an enrollment's first-quote nonce; it is answered only at activation"
             )
-            if claimed.rowcount != 1:
-                raise AttestationNonceUsed("the nonce was already used; ask for a new one")
-            session.commit()
-            if nonce.expires_at <= now:
-                raise AttestationNonceExpired(f"the nonce expired at {nonce.expires_at.isoformat()}")
-            truck = session.get(Truck, truck_id)
-            if truck is None or truck.ak_public is None:
-                raise TruckNotEnrolled(f"truck {truck_id} has not enrolled")
-            state = session.get(TruckAttestation, truck_id)
-            previous = QuoteClock(state.reset_count, state.restart_count, state.clock) if state else None
-            session.refresh(nonce)
-            session.expunge_all()
-            return nonce, truck, previous
+        if row.consumed_at is not None:
+            raise AttestationNonceUsed("the nonce was already used; ask for a new one")
+        if row.expires_at <= now:
+            raise AttestationNonceExpired(f"the nonce expired at {row.expires_at.isoformat()}")
+        if row.fleet_id is None or row.ak_public is None:
+            raise TruckNotEnrolled(f"truck {truck_id} has not enrolled")
+        nonce = OpenNonce(
+            id=row.id,
+            purpose=row.purpose,
+            tender_id=row.tender_id,
+            nonce=bytes(row.nonce),
+            extra_data=bytes(row.extra_data),
+            bank=row.bank,
+            pcrs=row.pcrs,
+        )
+        truck = OpenTruck(truck_id, row.fleet_id, row.model, bytes(row.ak_public))
+        # reset_count is never NULL in a stored state: NULL here means the truck has none yet.
+        previous = (
+            None if row.reset_count is None else QuoteClock(row.reset_count, row.restart_count, row.clock)
+        )
+        # As Releases.golden: every release of the model; revoked when it is, or its key is (read live).
+        golden = [
+            GoldenRelease(
+                id=r.id,
+                version=r.version,
+                bank=r.bank,
+                pcrs=_golden_pcrs(r.pcrs),
+                revoked=r.status != "active" or r.revoked_at is not None,
+            )
+            for r in releases
+        ]
+        return nonce, truck, previous, golden
+
+    def _burn(self, nonce_id: str) -> None:
+        """Mark the nonce used after a refused attempt: its evidence was seen, it is not asked again."""
+        with self._write_lock(), self._engine.begin() as conn:
+            conn.execute(_CLAIM_NONCE, {"claimed_id": nonce_id, "consumed_at": self._clock()})
 
     def _store(
-        self, actor: Actor, truck: Truck, nonce: AttestationNonce, quote: VerifiedQuote, appraisal: Appraisal
+        self,
+        actor: Actor,
+        truck: TruckFacts,
+        nonce: NonceFacts,
+        quote: VerifiedQuote,
+        appraisal: Appraisal,
+        *,
+        request_jti: PendingJti | None,
     ) -> ResultView:
-        with Session(self._engine) as session:
+        with self._write_lock(), Session(self._engine) as session:
+            conn = session.connection()
+            if request_jti is not None:
+                spend_pending(conn, request_jti, self._clock())
+            claimed = conn.execute(_CLAIM_NONCE, {"claimed_id": nonce.id, "consumed_at": self._clock()})
+            if claimed.rowcount != 1:
+                raise AttestationNonceUsed("the nonce was already used; ask for a new one")
             view = self.record(
                 session, actor=actor, truck=truck, nonce=nonce, quote=quote, appraisal=appraisal
             )
@@ -347,8 +539,8 @@ class Attestation:
         session: Session,
         *,
         actor: Actor,
-        truck: Truck,
-        nonce: AttestationNonce,
+        truck: TruckFacts,
+        nonce: NonceFacts,
         quote: VerifiedQuote,
         appraisal: Appraisal,
     ) -> ResultView:
@@ -387,45 +579,45 @@ class Attestation:
         kid, signer = self._token_keys.active(RESULTS)
         token = sign_compact(signer, claims, kid=kid)
         reasons = list(appraisal.reasons)
-        session.add(
-            AttestationResult(
-                id=result_id,
-                truck_id=truck.id,
-                nonce_id=nonce.id,
-                status=appraisal.status.value,
-                trust_vector=json.dumps(appraisal.trust_vector),
-                reasons=json.dumps(reasons),
-                release_id=release.id if release else None,
-                rebooted=quote.rebooted,
-                issued_at=now,
-                expires_at=expires,
-                token=token,
-            )
+        # Core on the caller's connection: no ORM objects to build, flush or expire. Anything the
+        # caller's session holds pending (the enrollment's rows) is flushed first, for the foreign keys.
+        session.flush()
+        conn = session.connection()
+        conn.execute(
+            _RESULTS.insert(),
+            {
+                "id": result_id,
+                "truck_id": truck.id,
+                "nonce_id": nonce.id,
+                "status": appraisal.status.value,
+                "trust_vector": json.dumps(appraisal.trust_vector),
+                "reasons": json.dumps(reasons),
+                "release_id": release.id if release else None,
+                "rebooted": quote.rebooted,
+                "issued_at": now,
+                "expires_at": expires,
+                "token": token,
+            },
         )
-        state = session.get(TruckAttestation, truck.id)
-        if state is None:
-            state = TruckAttestation(
-                truck_id=truck.id,
-                status="",
-                reasons="[]",
-                attested_at=now,
-                reset_count=0,
-                restart_count=0,
-                clock=0,
-            )
-        state.status, state.reasons, state.attested_at = appraisal.status.value, json.dumps(reasons), now
-        state.attested_until = expires
-        state.release_id = release.id if release else None
         clock = quote.clock
-        state.reset_count, state.restart_count, state.clock = (
-            clock.reset_count,
-            clock.restart_count,
-            clock.clock,
-        )
-        lifted = state.quarantined and self._policy.auto_lift_quarantine
+        state: dict[str, object] = {
+            "status": appraisal.status.value,
+            "reasons": json.dumps(reasons),
+            "attested_at": now,
+            "attested_until": expires,
+            "release_id": release.id if release else None,
+            "reset_count": clock.reset_count,
+            "restart_count": clock.restart_count,
+            "clock": clock.clock,
+        }
+        quarantined = conn.execute(_QUARANTINED, {"truck": truck.id}).first()
+        lifted = quarantined is not None and bool(quarantined[0]) and self._policy.auto_lift_quarantine
         if lifted:
-            state.quarantined, state.quarantine_reason, state.quarantined_at = False, None, None
-        session.add(state)
+            state.update(quarantined=False, quarantine_reason=None, quarantined_at=None)
+        if quarantined is None:
+            conn.execute(_STATES.insert(), {"truck_id": truck.id, "quarantined": False, **state})
+        else:
+            conn.execute(_UPDATE_STATE, {"truck": truck.id, **state})
         detail: dict[str, object] = {
             "result": result_id,
             "status": appraisal.status.value,
@@ -435,8 +627,8 @@ class Attestation:
         }
         if lifted:
             detail["quarantine_lifted"] = True
-        audit.record(
-            session, audit.values(actor, "attestation.verify", at=now, target=truck.id, detail=detail)
+        conn.execute(
+            _AUDIT.insert(), audit.values(actor, "attestation.verify", at=now, target=truck.id, detail=detail)
         )
         logged = {
             "truck": truck.id,
@@ -449,7 +641,7 @@ class Attestation:
             "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
         }
         table, row = tlog_event("attestation.result", logged, now)
-        session.connection().execute(table.insert(), row)
+        conn.execute(table.insert(), row)
         return ResultView(
             id=result_id,
             truck=truck.id,

@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,8 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, bindparam, select
+from sqlmodel import Session, col
 
 from attest.errors import AttestError
 from attest.public import parse_tpmt_public
@@ -42,7 +47,7 @@ from provision.authority import serial_hex
 from provision.errors import JwtReplayed, TruckRequestInvalid
 from provision.fleets import spiffe_id
 from provision.hierarchy import CaView
-from provision.single_use import spend_jti
+from provision.single_use import PendingJti, is_spent, spend_jti
 from provision.tables import IssuedCertificate, Truck, TruckEnrollment
 
 TYP = "truck-request+jwt"
@@ -58,6 +63,24 @@ _REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "htm", "htu"]
 # Key sources other than x5c would make "which key verified this" ambiguous.
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "crit")
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+# Live state read on every request (Core: no ORM objects to build): the stored certificate and its
+# status, and the truck with the identity key of its latest enrollment.
+_CERTIFICATE = select(
+    col(IssuedCertificate.certificate_der),
+    col(IssuedCertificate.profile),
+    col(IssuedCertificate.status),
+    col(IssuedCertificate.revocation_reason),
+).where(col(IssuedCertificate.serial) == bindparam("serial"))
+_LATEST_IDENTITY = (
+    select(col(TruckEnrollment.identity_public))
+    .where(col(TruckEnrollment.truck_id) == col(Truck.id))
+    .order_by(col(TruckEnrollment.id).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_TRUCK = select(
+    col(Truck.id), col(Truck.fleet_id), col(Truck.state), _LATEST_IDENTITY.label("identity_public")
+).where(col(Truck.id) == bindparam("truck"))
 
 
 @dataclass(frozen=True)
@@ -70,6 +93,8 @@ class TruckRequester:
     certificate_serial: str
     jti: str | None  # None for a client certificate (mTLS has no per-request id)
     expires_at: datetime  # the JWT's exp, or the certificate's notAfter
+    # Set when `verify` was asked not to spend the jti: the use case must spend it in its transaction.
+    unspent: PendingJti | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,7 @@ class _Certified:
     not_after: datetime
     public_key: ec.EllipticCurvePublicKey
     algorithm: str
+    jti_spent: bool | None = None  # whether the claimed jti was spent, when asked
 
 
 def normalise_url(url: str) -> str:
@@ -120,14 +146,20 @@ class TruckRequests:
 
     # -- the request JWT -------------------------------------------------------------------------
 
-    def verify(self, token: str, *, method: str, url: str) -> TruckRequester:
-        """Verify a truck request JWT for this call (`method`, the request `url`) and spend its jti."""
+    def verify(self, token: str, *, method: str, url: str, spend: bool = True) -> TruckRequester:
+        """Verify a truck request JWT for this call (`method`, the request `url`) and spend its jti.
+
+        With `spend=False` a jti already spent is still refused here, but this one is not spent: the
+        requester's `unspent` must be spent by the use case in its own write transaction
+        (provision.single_use.spend_pending), which alone settles two presentations racing."""
         now = self._clock()
         # 1. The unverified header: type, an algorithm we could accept at all, the certificates.
         header = _header(token)
         leaf, extras = _x5c(header)
-        # 2. The certificate and the truck it names (same checks as mTLS).
-        certified = self._certified(leaf, extras, now)
+        # 2. The certificate and the truck it names (same checks as mTLS). When the use case spends the
+        # jti, the same read says whether it was spent already (the claimed jti, judged at step 8).
+        claimed_jti = None if spend else _unverified_jti(token)
+        certified = self._certified(leaf, extras, now, jti=claimed_jti)
         # 3. The algorithm is the one the certificate's key dictates (no header choice beyond that).
         if header["alg"] != certified.algorithm:
             raise TruckRequestInvalid(
@@ -165,19 +197,18 @@ class TruckRequests:
         jti = claims["jti"]
         if not isinstance(jti, str):
             raise TruckRequestInvalid("jti is not a string")
-        with Session(self._engine) as session:
-            try:
-                spend_jti(
-                    session,
-                    purpose=PURPOSE,
-                    jti=jti,
-                    subject=certified.truck_id,
-                    expires_at=expires + self._leeway,
-                    now=now,
-                )
-            except JwtReplayed as exc:
-                raise TruckRequestInvalid(exc.reason) from None
-            session.commit()
+        if not jti or len(jti) > 128:
+            raise TruckRequestInvalid("the JWT's jti is missing or longer than 128 characters")
+        pending = PendingJti(PURPOSE, jti, certified.truck_id, expires + self._leeway)
+        if spend:
+            self.spend(pending)
+        else:
+            spent = certified.jti_spent if jti == claimed_jti else None
+            if spent is None:
+                with self._engine.connect() as conn:
+                    spent = is_spent(conn, PURPOSE, jti)
+            if spent:
+                raise TruckRequestInvalid(_already_used(jti))
         return TruckRequester(
             truck_id=certified.truck_id,
             fleet_id=certified.fleet_id,
@@ -185,7 +216,25 @@ class TruckRequests:
             certificate_serial=certified.serial,
             jti=jti,
             expires_at=expires,
+            unspent=None if spend else pending,
         )
+
+    def spend(self, pending: PendingJti) -> None:
+        """Spend a verified request JWT's jti in a transaction of its own (TruckRequestInvalid if it
+        was spent before)."""
+        with Session(self._engine) as session:
+            try:
+                spend_jti(
+                    session,
+                    purpose=pending.purpose,
+                    jti=pending.jti,
+                    subject=pending.subject,
+                    expires_at=pending.expires_at,
+                    now=self._clock(),
+                )
+            except JwtReplayed as exc:
+                raise TruckRequestInvalid(exc.reason) from None
+            session.commit()
 
     def _decode(self, token: str, certified: _Certified, now: datetime) -> dict[str, Any]:
         try:
@@ -251,7 +300,12 @@ class TruckRequests:
     # -- the certificate checks both carriers share ----------------------------------------------
 
     def _certified(
-        self, leaf: x509.Certificate, extras: Sequence[x509.Certificate], now: datetime
+        self,
+        leaf: x509.Certificate,
+        extras: Sequence[x509.Certificate],
+        now: datetime,
+        *,
+        jti: str | None = None,
     ) -> _Certified:
         authorities = self._authorities()
         ours = {view.certificate.public_bytes(serialization.Encoding.DER) for view in authorities}
@@ -292,14 +346,10 @@ class TruckRequests:
                 f"the certificate's curve {public_key.curve.name} is not P-256 or P-384"
             )
         serial = serial_hex(leaf.serial_number)
-        with Session(self._engine) as session:
-            row = session.get(IssuedCertificate, serial)
-            truck = session.get(Truck, named.truck)
-            binding = session.exec(
-                select(TruckEnrollment)
-                .where(col(TruckEnrollment.truck_id) == named.truck)
-                .order_by(col(TruckEnrollment.id).desc())
-            ).first()
+        with self._engine.connect() as conn:
+            row = conn.execute(_CERTIFICATE, {"serial": serial}).first()
+            truck = conn.execute(_TRUCK, {"truck": named.truck}).first()
+            jti_spent = None if jti is None else is_spent(conn, PURPOSE, jti)
         # e. Exactly the certificate we stored, of the truck profile, not revoked.
         if row is None or row.certificate_der != leaf.public_bytes(serialization.Encoding.DER):
             raise TruckRequestInvalid(f"certificate {serial} is not one this authority issued")
@@ -314,14 +364,14 @@ class TruckRequests:
             raise TruckRequestInvalid(f"the certificate names truck {named.truck!r}, which is not registered")
         if truck.fleet_id != named.fleet:
             raise TruckRequestInvalid(f"truck {truck.id} is not in fleet {named.fleet!r}")
-        if truck.state != "enrolled" or binding is None:
+        if truck.state != "enrolled" or truck.identity_public is None:
             raise TruckRequestInvalid(f"truck {truck.id} is not enrolled")
         # g. The key is the TPM-resident identity key of the truck's current enrollment.
         try:
-            enrolled_key = parse_tpmt_public(binding.identity_public).public_key()
+            enrolled_spki = _spki_of_tpm_public(bytes(truck.identity_public))
         except AttestError as exc:
             raise TruckRequestInvalid(f"the enrolled identity key cannot be read: {exc.reason}") from None
-        if enrolled_key.public_bytes(*_SPKI) != public_key.public_bytes(*_SPKI):
+        if enrolled_spki != public_key.public_bytes(*_SPKI):
             raise TruckRequestInvalid(
                 f"the certificate's key is not the identity key truck {truck.id} enrolled last"
             )
@@ -333,16 +383,47 @@ class TruckRequests:
             not_after=leaf.not_valid_after_utc,
             public_key=public_key,
             algorithm=algorithm,
+            jti_spent=jti_spent,
         )
+
+
+def _unverified_jti(token: str) -> str | None:
+    """The jti the payload claims, before any check (only to read its spent state in the same query as
+    the certificate's; the verified claim decides). None when there is no string jti to read."""
+    try:
+        segment = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    jti = payload.get("jti") if isinstance(payload, dict) else None
+    return jti if isinstance(jti, str) and 0 < len(jti) <= 128 else None
+
+
+def _already_used(jti: str) -> str:
+    return f"this {PURPOSE} JWT (jti {jti!r}) was already used; it is single use"
+
+
+@functools.lru_cache(maxsize=256)
+def unverified_header(token: str) -> Mapping[str, Any] | None:
+    """The JOSE header of a compact JWT, unverified and read-only; None if it is not one. A pure
+    function of the string, remembered for a few recent tokens: the guard types the bearer token and the
+    verifier reads its header on the same request."""
+    try:
+        return MappingProxyType(jwt.get_unverified_header(token))
+    except jwt.InvalidTokenError:
+        return None
 
 
 def _header(token: str) -> Mapping[str, Any]:
     if not isinstance(token, str) or token.count(".") != 2:
         raise TruckRequestInvalid("not a compact JWT (three base64url parts)")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError as exc:
-        raise TruckRequestInvalid(f"not a JWT: {exc}") from None
+    header = unverified_header(token)
+    if header is None:
+        try:
+            jwt.get_unverified_header(token)  # for its reason
+        except jwt.InvalidTokenError as exc:
+            raise TruckRequestInvalid(f"not a JWT: {exc}") from None
+        raise TruckRequestInvalid("not a JWT")
     if header.get("typ") != TYP:
         raise TruckRequestInvalid(f"typ {str(header.get('typ'))[:32]!r} is not {TYP!r}")
     alg = header.get("alg")
@@ -373,15 +454,54 @@ def _x5c(header: Mapping[str, Any]) -> tuple[x509.Certificate, list[x509.Certifi
 
 
 def _issuing_ca(leaf: x509.Certificate, authorities: Sequence[CaView]) -> CaView | None:
+    leaf_der = leaf.public_bytes(serialization.Encoding.DER)
     for view in authorities:
         if view.kind != "issuing" or view.certificate.subject != leaf.issuer:
             continue
+        pair = (leaf_der, view.certificate.public_bytes(serialization.Encoding.DER))
+        if _SIGNED.seen(pair):
+            return view
         try:
             leaf.verify_directly_issued_by(view.certificate)
         except (InvalidSignature, ValueError, TypeError):
             continue
+        _SIGNED.add(pair)
         return view
     return None
+
+
+class _SignedPairs:
+    """(certificate DER, issuer DER) pairs whose signature verified: a fact about the two byte
+    strings alone, so it never goes stale (whether either is still valid is checked on every call).
+    Bounded; the oldest pairs go first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pairs: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, pair: tuple[bytes, bytes]) -> bool:
+        with self._lock:
+            if pair in self._pairs:
+                self._pairs.move_to_end(pair)
+                return True
+            return False
+
+    def add(self, pair: tuple[bytes, bytes]) -> None:
+        with self._lock:
+            self._pairs[pair] = None
+            while len(self._pairs) > self._size:
+                self._pairs.popitem(last=False)
+
+
+_SIGNED = _SignedPairs(4096)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spki_of_tpm_public(identity_public: bytes) -> bytes:
+    """The SubjectPublicKeyInfo DER of an enrolled identity key's stored TPMT_PUBLIC (a pure function
+    of the stored bytes; a refusal raises and is not cached)."""
+    return parse_tpmt_public(identity_public).public_key().public_bytes(*_SPKI)
 
 
 def _require_client_auth(leaf: x509.Certificate) -> None:

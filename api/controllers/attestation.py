@@ -1,13 +1,21 @@
 """Attestation over HTTP: nonces and quotes from trucks, status and quarantine for the operator, and
-the JWKS that verifies result tokens."""
+the JWKS that verifies result tokens.
+
+A truck's request JWT on the nonce and attestation routes is spent by the use case in its own write
+transaction (api.truck_auth.SPENT_BY_USE_CASE); this controller's exception handlers spend it on any
+refusal first (the guard's included), then answer as the application's handlers do. A replay that only
+the use case's insert caught (two presentations racing) is answered as the guard answers a replay."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
+from litestar.exceptions import HTTPException
 from litestar.params import Parameter
+from litestar.types import ExceptionHandlersMap
 
 from api.attest_schemas import (
     EvidenceIn,
@@ -19,13 +27,27 @@ from api.attest_schemas import (
     StatusOut,
     TruckRenewIn,
 )
+from api.authorize import Refused, handle_refused, operation_of
 from api.controllers.enrollment import enrolled_out
+from api.controllers.log import handle_tlog_error
 from api.fleet_schemas import EnrollmentOut
 from api.metrics import certificates_issued
-from api.problems import problems
+from api.problems import (
+    handle_domain_error,
+    handle_http_exception,
+    handle_unexpected,
+    problem_response,
+    problems,
+)
 from api.scopes import NEEDS_FLEETS, NEEDS_STATUS_READ, TRUCK_SELF
 from api.services import actor_of, services_of
+from api.truck_auth import spend_unspent, unspent_jti
+from attest.errors import AttestError
+from pki.errors import PkiError
+from policies.entities import EntityRef
 from provision.attestation import Evidence, ResultView, StatusView
+from provision.errors import JwtReplayed, ProvisionError
+from tlog.errors import TlogError
 
 TruckParam = Parameter(description="Truck id", max_length=64)
 
@@ -60,9 +82,56 @@ def _result(view: ResultView) -> ResultOut:
     )
 
 
+E = TypeVar("E", bound=Exception)
+
+
+def _replayed(request: Request[Any, Any, Any], exc: JwtReplayed) -> Response[bytes]:
+    """As the guard answers a replayed request JWT: 401 invalid-token, audited once."""
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    if exc.audited:  # the use case wrote the refusal's row (attestation.verify, with the truck)
+        return problem_response(401, "invalid-token", exc.reason, request, headers=headers)
+    truck = request.path_params.get("truck")
+    refused = Refused(
+        401,
+        "invalid-token",
+        exc.reason,
+        action=operation_of(request, request.route_handler),
+        resource=EntityRef("Truck", truck if isinstance(truck, str) else ""),
+        headers=headers,
+    )
+    return handle_refused(request, refused)
+
+
+def _spending_first(
+    handler: Callable[[Request[Any, Any, Any], E], Response[bytes]],
+) -> Callable[[Request[Any, Any, Any], E], Response[bytes]]:
+    """`handler`, after spending the request JWT's jti if the refused request left it unspent."""
+
+    def handle(request: Request[Any, Any, Any], exc: E) -> Response[bytes]:
+        spend_unspent(request)
+        if isinstance(exc, JwtReplayed):
+            return _replayed(request, exc)
+        return handler(request, exc)
+
+    return handle
+
+
+# The application's handlers (api.app), each after the spend; keep the two lists in step.
+_SPENDING_HANDLERS: ExceptionHandlersMap = {
+    Refused: _spending_first(handle_refused),
+    PkiError: _spending_first(handle_domain_error),
+    ProvisionError: _spending_first(handle_domain_error),
+    AttestError: _spending_first(handle_domain_error),
+    TlogError: _spending_first(handle_tlog_error),
+    HTTPException: _spending_first(handle_http_exception),
+    Exception: _spending_first(handle_unexpected),
+}
+
+
 class AttestationController(Controller):
     path = "/v1/trucks"
     tags = ("attestation",)
+    exception_handlers = _SPENDING_HANDLERS
 
     @post(
         "/{truck:str}/attestation-nonces",
@@ -76,7 +145,9 @@ class AttestationController(Controller):
     ) -> Response[NonceOut]:
         services = services_of(request)
         view = await sync_to_thread(
-            services.attestation.nonce, actor_of(request), truck, data.purpose, data.tender
+            lambda: services.attestation.nonce(
+                actor_of(request), truck, data.purpose, data.tender, request_jti=unspent_jti(request)
+            )
         )
         body = NonceOut(
             id=view.id,
@@ -109,7 +180,9 @@ class AttestationController(Controller):
         )
         services = services_of(request)
         view = await sync_to_thread(
-            services.attestation.attest, actor_of(request), truck, data.nonce_id, evidence
+            lambda: services.attestation.attest(
+                actor_of(request), truck, data.nonce_id, evidence, request_jti=unspent_jti(request)
+            )
         )
         return Response(_result(view), status_code=201)
 

@@ -312,3 +312,25 @@ def test_activate_credential_fails_for_another_aks_name(any_tpm: RunningTpm, tmp
         with pytest.raises(TSS2_Exception):
             truck.activate_credential(ak, kind, blob, encrypted)
     assert_nothing_loaded(any_tpm)
+
+
+def test_held_keys_are_loaded_once_and_flushed_when_the_block_ends(tpm: RunningTpm) -> None:
+    """Inside `holding`, operations use the held objects (no further transient objects appear); nested
+    blocks leave the flush to the outer one; all are gone after it, also when the block raises."""
+    with TruckTpm.open(tpm.tcti) as truck:
+        ak = truck.create_attestation_key("ecc")
+        identity = truck.create_identity_key("ecc")
+        signer = truck.identity_signer(identity)
+        with truck.holding(identity, ak):
+            held = [h for h in tpm.tool("tpm2_getcap", "handles-transient").split() if h != b"-"]
+            assert len(held) == 2
+            quote_info, signature = truck.quote(ak, b"nonce", "sha256", [0, 1, 2])
+            with truck.holding(identity):
+                signed = signer.sign(b"request", ec.ECDSA(hashes.SHA256()))
+            assert [h for h in tpm.tool("tpm2_getcap", "handles-transient").split() if h != b"-"] == held
+        verify_tpm_signature(ak.public, quote_info, signature)
+        signer.public_key().verify(signed, b"request", ec.ECDSA(hashes.SHA256()))
+        assert_nothing_loaded(tpm)
+        with pytest.raises(RuntimeError, match="inside"), truck.holding(ak):
+            raise RuntimeError("inside the block")
+    assert_nothing_loaded(tpm)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -201,6 +203,130 @@ def test_nonce_is_single_use(fleet: Fleet) -> None:
 
     send()
     refused(send, 409, "attestation-nonce-used")
+
+
+def _nonce_count(service: RunningService, truck: str) -> int:
+    engine = create_engine(db(service))
+    with engine.connect() as conn:
+        count = conn.execute(
+            text("SELECT count(*) FROM attestation_nonces WHERE truck_id = :t"), {"t": truck}
+        ).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def test_one_request_jwt_sent_at_once_many_times_issues_one_nonce(
+    enrolling: RunningService, fleet: Fleet
+) -> None:
+    """The guard only reads the jti; the nonce and the jti commit in one transaction, whose insert of
+    the jti lets exactly one of the concurrent presentations through (on any replica)."""
+    truck = fleet()
+    path = f"/v1/trucks/{truck.id}/attestation-nonces"
+    headers = truck.client.truck_authorization("POST", path)
+    before = _nonce_count(enrolling, truck.id)
+    barrier = threading.Barrier(6)
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=truck.url, timeout=30) as client:
+            barrier.wait()
+            return client.post(path, json={"purpose": "attest"}, headers=headers)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201, 401, 401, 401, 401, 401], [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 401:
+            assert answer.json()["code"] == "invalid-token" and "already used" in answer.json()["detail"]
+    assert _nonce_count(enrolling, truck.id) == before + 1
+
+
+def test_requests_refused_before_the_use_case_still_spend_their_jti(fleet: Fleet) -> None:
+    """A request JWT left unspent by the guard is spent when the request is refused anyway: by Cedar
+    (another truck's route), by the body's validation, or by the use case."""
+    truck, other = fleet(), fleet()
+    with httpx.Client(base_url=truck.url) as client:
+
+        def twice(path: str, body: dict[str, Any]) -> tuple[httpx.Response, httpx.Response]:
+            headers = truck.client.truck_authorization("POST", path)
+            return client.post(path, json=body, headers=headers), client.post(
+                path, json=body, headers=headers
+            )
+
+        forbidden, again = twice(f"/v1/trucks/{other.id}/attestation-nonces", {"purpose": "attest"})
+        assert (forbidden.status_code, forbidden.json()["code"]) == (403, "forbidden")
+        assert again.status_code == 401 and "already used" in again.json()["detail"], again.text
+        malformed, again = twice(f"/v1/trucks/{truck.id}/attestation-nonces", {"purpose": 7})
+        assert malformed.status_code == 400, malformed.text
+        assert again.status_code == 401 and "already used" in again.json()["detail"], again.text
+        unknown, again = twice(
+            f"/v1/trucks/{truck.id}/attestations",
+            {
+                "nonce_id": "no-such-nonce",
+                "quote": b64(b"q"),
+                "signature": b64(b"s"),
+                "pcr_values": {"0": b64(bytes(32))},
+                "event_log": b64(truck.boot.log),
+            },
+        )
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown-attestation-nonce"), (
+            unknown.text
+        )
+        assert again.status_code == 401 and "already used" in again.json()["detail"], again.text
+
+
+def test_one_nonce_answered_at_once_many_times_yields_one_result(fleet: Fleet) -> None:
+    """Both attempts verify; the conditional claim written with the result lets only one commit."""
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+    path = f"/v1/trucks/{truck.id}/attestations"
+    body = {
+        "nonce_id": nonce.id,
+        "quote": b64(quote_info),
+        "signature": b64(signature),
+        "pcr_values": {str(p): b64(v) for p, v in values.items()},
+        "event_log": b64(truck.boot.log),
+    }
+    signed = [truck.client.truck_authorization("POST", path) for _ in range(4)]
+    barrier = threading.Barrier(len(signed))
+
+    def send(headers: dict[str, str]) -> httpx.Response:
+        with httpx.Client(base_url=truck.url, timeout=30) as client:
+            barrier.wait()
+            return client.post(path, json=body, headers=headers)
+
+    with ThreadPoolExecutor(len(signed)) as pool:
+        answers = list(pool.map(send, signed))
+    outcomes = sorted((a.status_code, a.json().get("code", "")) for a in answers)
+    assert outcomes == [(201, "")] + [(409, "attestation-nonce-used")] * 3, [a.text for a in answers]
+
+
+def test_a_refused_attestation_spends_its_nonce(fleet: Fleet) -> None:
+    """The claim is written with the result, so a refused attempt marks the nonce used on its own: its
+    evidence was seen, and the nonce is not answered twice."""
+    truck = fleet()
+    nonce = truck.client.attestation_nonce(truck.id)
+    quote_info, signature = truck.tpm.quote(truck.state.ak, nonce.extra_data, "sha256", nonce.pcrs)
+    values = truck.tpm.pcr_read("sha256", nonce.pcrs)
+
+    def send(sig: bytes) -> object:
+        return truck.client.attest(
+            truck.id,
+            nonce.id,
+            quote_info=quote_info,
+            signature=sig,
+            pcr_values=values,
+            event_log=truck.boot.log,
+        )
+
+    forged = bytearray(signature)
+    forged[-1] ^= 1
+    with pytest.raises(EnrollmentRefused) as caught:
+        send(bytes(forged))
+    assert (caught.value.status, caught.value.code) == (403, "bad-attest-signature"), caught.value.detail
+    refused(lambda: send(signature), 409, "attestation-nonce-used")
 
 
 def test_expired_nonce(enrolling: RunningService, fleet: Fleet) -> None:
@@ -456,6 +582,33 @@ def test_revoked_release_quarantines_at_the_next_attestation(enrolling: RunningS
     status = status_of(enrolling, truck.id)
     assert status["quarantined"] and "revoked release 2026.10.0" in status["quarantine_reason"]
     assert status["attested_until"] is None
+
+
+def test_a_revoked_release_key_bites_at_the_next_attestation(enrolling: RunningService, fleet: Fleet) -> None:
+    """The releases a truck is appraised against, and whether they or their signing key are revoked,
+    are read on every attestation: nothing cached answers for them."""
+    boot = truck_boot(release="2026.09.0")
+    signer = ReleaseSigner()
+    with enrolling.client() as client:
+        operator = Operator(enrolling, client)
+        key = operator.post(
+            "/v1/release-keys", {"name": "departed team", "public_key_pem": signer.public_pem}
+        ).json()["id"]
+        manifest = signer.manifest(MODEL, "2026.09.0", boot.expected_pcrs())
+        operator.post("/v1/releases", {"key_id": key, "manifest": manifest})
+    truck = fleet(boot)
+    assert attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log).release == "2026.09.0"
+    engine = create_engine(db(enrolling))
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE release_keys SET revoked_at = :t WHERE id = :id"),
+            {"t": datetime.now(UTC), "id": key},
+        )
+    engine.dispose()
+    refused(
+        lambda: attest(truck.tpm, truck.client, truck.state, event_log=truck.boot.log), 403, "release-revoked"
+    )
+    assert status_of(enrolling, truck.id)["quarantined"]
 
 
 # -- attested renewal ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from provision.db import make_engine
 from provision.errors import TruckRequestInvalid
 from provision.hierarchy import CaHierarchy
 from provision.keys import open_key_backend
-from provision.truck_requests import TruckRequester, TruckRequests
+from provision.truck_requests import LEEWAY, TruckRequester, TruckRequests
 from tests.support.enrolling import Operator
 from tests.support.service import RunningService, free_port
 from tests.support.swtpm import ManufacturerCa, running_tpms
@@ -505,6 +505,23 @@ def test_replayed_jti(world: World) -> None:
     verifier = world.verifier()
     verifier.verify(token, method="POST", url=world.url(truck))
     refused(world, token, "already used")
+
+
+def test_a_jti_left_to_the_use_case(world: World) -> None:
+    """spend=False verifies everything, refuses a jti already spent, and hands this one on unspent."""
+    truck = world.trucks["a"]
+    token = agent_token(world, truck)
+    verifier = world.verifier()
+    first = verifier.verify(token, method="POST", url=world.url(truck), spend=False)
+    again = verifier.verify(token, method="POST", url=world.url(truck), spend=False)
+    assert first.unspent is not None and first.unspent == again.unspent
+    assert first.unspent.jti == first.jti and first.unspent.subject == truck.id
+    assert first.unspent.expires_at == first.expires_at + LEEWAY
+    verifier.spend(first.unspent)
+    with pytest.raises(TruckRequestInvalid, match="already used"):
+        verifier.verify(token, method="POST", url=world.url(truck), spend=False)
+    with pytest.raises(TruckRequestInvalid, match="already used"):
+        verifier.spend(first.unspent)
 
 
 # -- through a Litestar guard over HTTP ----------------------------------------------------------

@@ -8,7 +8,7 @@ authenticate_truck hands it, and that it is never reached for a header it must n
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -22,8 +22,16 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 
 from api.settings import Settings, SettingsError, load_settings
-from api.truck_auth import authenticate_truck, forwarded_certificate, peer_is_trusted, truck_request_jwt
+from api.truck_auth import (
+    authenticate_truck,
+    forwarded_certificate,
+    peer_is_trusted,
+    spend_unspent,
+    truck_request_jwt,
+    unspent_jti,
+)
 from provision.errors import TruckRequestInvalid
+from provision.single_use import PendingJti
 from provision.truck_requests import TruckRequester
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -48,13 +56,25 @@ class Recorder:
     certificate_truck: str = "t-1"
     token_truck: str = "t-1"
     refuse: str | None = None
+    refuse_spend: str | None = None
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    spends: list[bool] = field(default_factory=list)  # verify's `spend` argument, per call
 
-    def verify(self, token: str, *, method: str, url: str) -> TruckRequester:
+    def verify(self, token: str, *, method: str, url: str, spend: bool = True) -> TruckRequester:
         self.calls.append(("verify", (token, method, url)))
+        self.spends.append(spend)
         if self.refuse:
             raise TruckRequestInvalid(self.refuse)
-        return requester(self.token_truck, "j-1")
+        found = requester(self.token_truck, "j-1")
+        if spend:
+            return found
+        pending = PendingJti("truck-request", "j-1", self.token_truck, found.expires_at)
+        return replace(found, unspent=pending)
+
+    def spend(self, pending: PendingJti) -> None:
+        self.calls.append(("spent", pending.jti))
+        if self.refuse_spend:
+            raise TruckRequestInvalid(self.refuse_spend)
 
     def verify_client_certificate(self, pem_chain: str) -> TruckRequester:
         self.calls.append(("certificate", pem_chain))
@@ -74,6 +94,7 @@ def connection(
     *,
     peer: str = "10.1.2.3",
     settings: Settings | None = None,
+    operation: str | None = None,
 ) -> ASGIConnection[Any, Any, Any, Any]:
     app = Litestar(route_handlers=[])
     app.state.services = SimpleNamespace(
@@ -93,6 +114,8 @@ def connection(
         "litestar_app": app,
         "state": {},
     }
+    if operation is not None:
+        scope["route_handler"] = SimpleNamespace(operation_id=operation)
     return ASGIConnection(scope)  # type: ignore[arg-type]
 
 
@@ -200,6 +223,35 @@ def test_request_jwt_is_verified_for_this_call() -> None:
     assert found is not None and found.truck_id == "t-1" and found.jti == "j-1"
     # htu is compared with our public URL plus the path as sent; the query is not part of it.
     assert recorder.calls == [("verify", (truck, "POST", "http://127.0.0.1:8443/v1/trucks/t-1/attestations"))]
+    assert recorder.spends == [True]
+    assert unspent_jti(connection(recorder, {})) is None
+
+
+def test_attestation_operations_leave_the_jti_to_the_use_case() -> None:
+    """On the nonce and attestation routes the guard verifies without spending and hands the jti on;
+    spend_unspent (a refusal's path) spends it once, in its own transaction, and tolerates a replay."""
+    recorder = Recorder()
+    conn = connection(recorder, {"Authorization": f"Bearer {token()}"}, operation="attestTruck")
+    found = authenticate_truck(conn)
+    assert found is not None and recorder.spends == [False]
+    pending = unspent_jti(conn)
+    assert pending is not None and pending.jti == "j-1" and pending.subject == "t-1"
+    spend_unspent(conn)
+    spend_unspent(conn)  # nothing left to spend the second time
+    assert [c for c in recorder.calls if c[0] == "spent"] == [("spent", "j-1")]
+    assert unspent_jti(conn) is None
+    recorder.refuse_spend = "already used"
+    conn = connection(recorder, {"Authorization": f"Bearer {token()}"}, operation="issueAttestationNonce")
+    authenticate_truck(conn)
+    spend_unspent(conn)  # spent meanwhile (the use case, a racing replay): not an error here
+    assert recorder.calls[-1] == ("spent", "j-1")
+
+
+def test_other_operations_spend_in_the_guard() -> None:
+    recorder = Recorder()
+    conn = connection(recorder, {"Authorization": f"Bearer {token()}"}, operation="renewTruckCertificate")
+    authenticate_truck(conn)
+    assert recorder.spends == [True] and unspent_jti(conn) is None
 
 
 def test_refused_request_jwt_is_401_with_the_reason() -> None:
