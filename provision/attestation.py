@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Protocol
 
 from sqlalchemy import Engine, bindparam, select, update
@@ -68,14 +67,12 @@ from provision.errors import (
     UnknownTruck,
 )
 from provision.fleets import spiffe_id
-from provision.releases import Releases
+from provision.releases import Releases, golden_releases
 from provision.single_use import PendingJti, spend_pending
 from provision.tables import (
     AttestationNonce,
     AttestationResult,
     AuditEvent,
-    Release,
-    ReleaseKey,
     Truck,
     TruckAttestation,
 )
@@ -117,19 +114,6 @@ _OPEN = (
 _UPDATE_STATE = update(_STATES).where(_STATES.c.truck_id == bindparam("truck"))
 # Mark the nonce used unless it already is: rowcount 1 only for the one claim that wins.
 _CLAIM_NONCE = update(_NONCES).where(_NONCES.c.id == bindparam("claimed_id"), _NONCES.c.consumed_at.is_(None))
-_GOLDEN = (
-    select(
-        col(Release.id),
-        col(Release.version),
-        col(Release.bank),
-        col(Release.pcrs),
-        col(Release.status),
-        col(ReleaseKey.revoked_at),
-    )
-    .select_from(Release)
-    .outerjoin(ReleaseKey, col(ReleaseKey.id) == col(Release.key_id))
-    .where(col(Release.model) == bindparam("model"))
-)
 _QUARANTINED = select(_STATES.c.quarantined).where(_STATES.c.truck_id == bindparam("truck"))
 _AK_OF_TRUCK = select(col(Truck.ak_public)).where(col(Truck.id) == bindparam("truck"))
 # Appraised event logs of this process (attest.log_cache): keyed by the log and the quoted values.
@@ -162,13 +146,6 @@ def enrolled_ak(ak_public: bytes) -> VerifiedAk:
     VerifiedAk is immutable and carries the loaded key and its per-AK verify state. A refused AK
     raises and is not cached."""
     return check_attestation_key(parse_tpmt_public(ak_public))
-
-
-@functools.lru_cache(maxsize=256)
-def _golden_pcrs(pcrs: str) -> Mapping[int, bytes]:
-    """A release's stored PCR values (JSON {"0": hex}) as a read-only mapping: a pure function of the
-    stored text, which a release never changes (its status and its key's revocation are read live)."""
-    return MappingProxyType({int(k): bytes.fromhex(v) for k, v in json.loads(pcrs).items()})
 
 
 @functools.lru_cache(maxsize=64)
@@ -463,7 +440,7 @@ class Attestation:
         now = self._clock()
         with self._engine.connect() as conn:
             row = conn.execute(_OPEN, {"nonce": nonce_id[:64], "truck": truck_id}).first()
-            releases = [] if row is None else conn.execute(_GOLDEN, {"model": row.model}).all()
+            golden = [] if row is None else golden_releases(conn, row.model)
         if row is None:
             raise UnknownAttestationNonce(f"no attestation nonce {nonce_id[:64]!r}")
         if row.truck_id != truck_id:
@@ -492,17 +469,6 @@ class Attestation:
         previous = (
             None if row.reset_count is None else QuoteClock(row.reset_count, row.restart_count, row.clock)
         )
-        # As Releases.golden: every release of the model; revoked when it is, or its key is (read live).
-        golden = [
-            GoldenRelease(
-                id=r.id,
-                version=r.version,
-                bank=r.bank,
-                pcrs=_golden_pcrs(r.pcrs),
-                revoked=r.status != "active" or r.revoked_at is not None,
-            )
-            for r in releases
-        ]
         return nonce, truck, previous, golden
 
     def _burn(self, nonce_id: str) -> None:

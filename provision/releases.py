@@ -7,15 +7,18 @@ Revoking a release (or the key that signed it) takes effect at the next appraisa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Engine, update
+from sqlalchemy import Connection, Engine, bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from attest.appraise import GoldenRelease
@@ -32,6 +35,44 @@ from provision.errors import (
 )
 from provision.idempotency import Pending, commit_with
 from provision.tables import Release, ReleaseKey
+
+# Every release of a model with what decides its appraisal: its PCR values, and whether it is revoked, or
+# its key is (both read live on every call).
+_GOLDEN = (
+    sa_select(
+        col(Release.id),
+        col(Release.version),
+        col(Release.bank),
+        col(Release.pcrs),
+        col(Release.status),
+        col(ReleaseKey.revoked_at),
+    )
+    .select_from(Release)
+    .outerjoin(ReleaseKey, col(ReleaseKey.id) == col(Release.key_id))
+    .where(col(Release.model) == bindparam("model"))
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _golden_pcrs(pcrs: str) -> Mapping[int, bytes]:
+    """A release's stored PCR values (JSON {"0": hex}) as a read-only mapping: a pure function of the
+    stored text, which a release never changes (its status and its key's revocation are read live)."""
+    return MappingProxyType({int(k): bytes.fromhex(v) for k, v in json.loads(pcrs).items()})
+
+
+def golden_releases(conn: Connection, model: str) -> list[GoldenRelease]:
+    """Every release of the model, revoked ones included (a match with one is contraindicated): revoked
+    when withdrawn or when its signing key is revoked."""
+    return [
+        GoldenRelease(
+            id=r.id,
+            version=r.version,
+            bank=r.bank,
+            pcrs=_golden_pcrs(r.pcrs),
+            revoked=r.status != "active" or r.revoked_at is not None,
+        )
+        for r in conn.execute(_GOLDEN, {"model": model})
+    ]
 
 
 @dataclass(frozen=True)
@@ -218,18 +259,5 @@ class Releases:
 
     def golden(self, model: str) -> list[GoldenRelease]:
         """Every release of the model, revoked ones included (a match with one is contraindicated)."""
-        with Session(self._engine) as session:
-            rows = session.exec(select(Release).where(col(Release.model) == model)).all()
-            revoked_keys = set(
-                session.exec(select(ReleaseKey.id).where(col(ReleaseKey.revoked_at).is_not(None))).all()
-            )
-        return [
-            GoldenRelease(
-                id=r.id,
-                version=r.version,
-                bank=r.bank,
-                pcrs={int(k): bytes.fromhex(v) for k, v in json.loads(r.pcrs).items()},
-                revoked=r.status != "active" or r.key_id in revoked_keys,
-            )
-            for r in rows
-        ]
+        with self._engine.connect() as conn:
+            return golden_releases(conn, model)
