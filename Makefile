@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-APT_TEST_PACKAGES := openssl postgresql swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc nginx-light
+APT_TEST_PACKAGES := openssl postgresql swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc nginx-light iproute2 procps
 
 .PHONY: run test lint unit integration bench apt postgres clean
 

@@ -23,6 +23,7 @@ from api.agent_args import add_agent_commands
 from api.scopes import ADMIN, ATTESTATION_READ, DECISIONS, EVIDENCE_READ, FLEETS, SCOPE_DESCRIPTIONS
 from api.services import Services
 from api.settings import Settings, SettingsError, load_settings, parse_duration, to_env
+from api.workers import Supervisor, worker_config
 from attest.release import sign_release_manifest
 from pki.errors import PkiError
 from pki.profiles import ProfileName
@@ -162,29 +163,14 @@ def _serve(settings: Settings) -> int:
     # Migrate and create the CA hierarchy once, before any worker starts, so workers never race it.
     Services.open(settings).close()
     os.environ.update(to_env(settings))
-    if settings.workers > 1:
-        # Workers share one listening socket and uvloop accepts a whole burst in whichever process wakes
-        # first, so keep-alive clients pile onto one worker; libuv's single-accept mode spreads them.
-        os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     print(
         f"weighstation: serving on http://{settings.host}:{settings.port} (data dir {settings.data_dir}; "
         "operators are OAuth2 clients: `weighstation client create --kind operator --global-admin`)",
         file=sys.stderr,
     )
-    uvicorn.run(
-        "api.asgi:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        # The peer address decides whether a forwarded client certificate is believed
-        # (WEIGHSTATION_TRUSTED_PROXIES): never let X-Forwarded-For rewrite it.
-        proxy_headers=False,
-    )
+    if settings.workers > 1:
+        return Supervisor(settings.host, settings.port, settings.workers).run()
+    uvicorn.Server(worker_config(settings.host, settings.port)).run()
     return 0
 
 

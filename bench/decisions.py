@@ -316,27 +316,17 @@ def ours(work: Path, workers: int, trucks: int) -> Iterator[tuple[Managed, str, 
 @contextlib.contextmanager
 def baseline(work: Path, workers: int) -> Iterator[tuple[Managed, str]]:
     port = free_port()
+    # Served as `weighstation serve` serves: one process, or a supervisor with a socket per worker
+    # (api.workers), the same loop, HTTP parser and uvicorn settings.
     argv = [
         sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "bench.decisions:baseline_app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--log-level",
-        "warning",
-        "--no-access-log",
+        "-c",
+        "import sys; from api.workers import Supervisor, worker_config; import uvicorn; "
+        f"app, host, port, n = 'bench.decisions:baseline_app', {HOST!r}, {port}, {workers}; "
+        "sys.exit(Supervisor(host, port, n, app=app).run() if n > 1 "
+        "else uvicorn.Server(worker_config(host, port, app)).run())",
     ]
-    env = clean_env(UV_TCP_SINGLE_ACCEPT="1") if workers > 1 else clean_env()  # as `weighstation serve`
+    env = clean_env()
     proc = Managed("baseline", argv, env, work / "baseline.log", REPO)
     base = f"http://{HOST}:{port}"
     try:
