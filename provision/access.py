@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine
-from sqlmodel import Session, col, select
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, select
+from sqlmodel import Session, col
 
 from policies.engine import Decision
 from policies.entities import (
@@ -45,6 +45,13 @@ ANONYMOUS = EntityRef("Anonymous", "anonymous")
 # Operations whose resource is a statement's Evidence (schema: members of `evidence.read`).
 EVIDENCE_OPERATIONS = frozenset({"getEvidenceBundle", "exportStatementSigstoreBundle"})
 _MAX_SEQUENCE = 2**63 - 1
+_IDS: BindParameter[str] = bindparam("ids", expanding=True)
+_FLEET_NAMES = select(col(Fleet.id), col(Fleet.name)).where(col(Fleet.id).in_(_IDS))
+_RELEASES = select(col(Release.id), col(Release.model), col(Release.status)).where(col(Release.id).in_(_IDS))
+_SUBMITTED_AT = select(col(TruckStatementRow.submitted_at)).where(
+    col(TruckStatementRow.truck_id) == bindparam("truck"),
+    col(TruckStatementRow.sequence) == bindparam("sequence"),
+)
 
 
 def evidence_ref(truck: str, sequence: int) -> EntityRef:
@@ -126,51 +133,57 @@ class RouteAccess:
         if caller.truck_id is not None:
             trucks.add(caller.truck_id)
             principal = EntityRef("Truck", caller.truck_id)
-        fleets = {resource.id} if resource.type == "Fleet" else set()
-        releases = {resource.id} if resource.type == "Release" else set()
-        with Session(self._engine) as session:
+        # Fleets and releases by id -> their state: a truck's come with its live state; the path's own
+        # fleet or release is read by id (Core, one connection for everything).
+        fleets: dict[str, str | None] = {resource.id: None} if resource.type == "Fleet" else {}
+        releases: dict[str, tuple[str, bool] | None] = (
+            {resource.id: None} if resource.type == "Release" else {}
+        )
+        with self._engine.connect() as conn:
             if caller.client_id is not None:
-                client = self._client(session.connection(), caller.client_id)
+                client = self._client(conn, caller.client_id)
                 principal = client.ref
                 records.append(client.entity())
             states: dict[str, TruckState] = {}
             for truck_id in sorted(trucks):
                 try:
-                    state = LiveState.read(session, [truck_id]).truck_state(truck_id, now)
+                    live = LiveState.read(conn, [truck_id])
                 except UnknownTruck:
                     continue  # no entity: policies reading it error, and errors deny
-                states[truck_id] = state
-                records.append(state.entity())
-                fleets.add(state.fleet)
-                if state.release:
-                    releases.add(state.release)
+                states[truck_id] = live.truck_state(truck_id, now)
+                records.append(states[truck_id].entity())
+                fleets.update(live.fleets)
+                releases.update(live.releases)
             if evidence is not None and evidence[0] in states:
-                records.append(self._evidence(session, resource, states[evidence[0]], evidence[1]))
-            for fleet_id in sorted(fleets):
-                fleet = session.get(Fleet, fleet_id)
-                if fleet is not None:
-                    records.append(FleetState(fleet.id, fleet.name).entity())
-            for release_id in sorted(releases):
-                release = session.get(Release, release_id)
-                if release is not None:
-                    revoked = release.status != "active"
-                    records.append(ReleaseState(release.id, release.model, revoked).entity())
+                records.append(self._evidence(conn, resource, states[evidence[0]], evidence[1]))
+            unread = [f for f, name in fleets.items() if name is None]
+            if unread:
+                fleets.update((f.id, f.name) for f in conn.execute(_FLEET_NAMES, {"ids": unread}))
+            unread = [r for r, state in releases.items() if state is None]
+            if unread:
+                releases.update(
+                    (r.id, (r.model, r.status != "active")) for r in conn.execute(_RELEASES, {"ids": unread})
+                )
+        # Sorted: the same entities make the same records, and the parsed set and decision are reused.
+        records += [FleetState(f, name).entity() for f, name in sorted(fleets.items()) if name is not None]
+        records += [
+            ReleaseState(r, *state).entity() for r, state in sorted(releases.items()) if state is not None
+        ]
         if principal == ANONYMOUS:
             records.append({"uid": ANONYMOUS.json(), "attrs": {}, "parents": []})
         return principal, client, records
 
     @staticmethod
-    def _evidence(session: Session, ref: EntityRef, truck: TruckState, sequence: int) -> EntityJson:
+    def _evidence(conn: Connection, ref: EntityRef, truck: TruckState, sequence: int) -> EntityJson:
         """The statement's Evidence: covered by the fleet's policies valid at its submission."""
         submitted_at = None
         # The path's sequence is not range-checked before the guard: one no BIGINT holds names nothing.
         if 0 < sequence <= _MAX_SEQUENCE:
-            submitted_at = session.exec(
-                select(TruckStatementRow.submitted_at).where(
-                    col(TruckStatementRow.truck_id) == truck.id, col(TruckStatementRow.sequence) == sequence
-                )
-            ).first()
-        covering = (
-            frozenset() if submitted_at is None else policies_covering(session, truck.fleet, submitted_at)
-        )
+            submitted_at = conn.execute(
+                _SUBMITTED_AT, {"truck": truck.id, "sequence": sequence}
+            ).scalar_one_or_none()
+        covering: frozenset[str] = frozenset()
+        if submitted_at is not None:
+            with Session(bind=conn) as session:
+                covering = policies_covering(session, truck.fleet, submitted_at)
         return EvidenceState(ref.id, truck=truck.id, fleet=truck.fleet, insurer_policies=covering).entity()
