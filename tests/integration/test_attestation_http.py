@@ -26,14 +26,14 @@ from sqlalchemy import create_engine, text
 from agent.attest import attest
 from agent.boot import MeasuredBoot, TruckBoot, measure_boot, truck_boot
 from agent.client import EnrollmentClient, EnrollmentRefused
-from agent.enroll import enroll, identity_csr
+from agent.enroll import identity_csr
 from agent.request_auth import as_truck
 from agent.state import AgentState
 from agent.tpm import TruckTpm
 from attest.eventlog import Event, EventType, encode_event, parse_event_log
 from tests.support.audit import audit_rows
 from tests.support.csr import make_csr
-from tests.support.enrolling import Operator
+from tests.support.enrolling import Operator, boot_and_enroll
 from tests.support.releases import ReleaseSigner
 from tests.support.service import RunningService
 from tests.support.swtpm import ManufacturerCa, running_tpms
@@ -88,20 +88,11 @@ def fleet(
             (running,) = stack.enter_context(
                 running_tpms(tmp_path / f"tpms-{i}", manufacturer, 1, "ecc", distinct=True)
             )
-            tpm = TruckTpm.open(running.tcti)
-            stack.callback(tpm.close)
-            measured = measure_boot(tpm, boot or truck_boot())
             truck = operator.truck()
-            state = enroll(
-                tpm,
-                client,
-                operator.token(truck),
-                ek_kind="ecc",
-                truck=truck,
-                ek_intermediates=[],
-                state_dir=tmp_path / f"state-{i}",
-                event_log=measured.log,
+            enrolled = boot_and_enroll(
+                stack, running.tcti, client, operator.token(truck), truck, tmp_path / f"state-{i}", boot
             )
+            tpm, state, measured = enrolled.tpm, enrolled.state, enrolled.measured
             if reboot_into is not None:
                 running.power_cycle()
                 measured = measure_boot(tpm, reboot_into)

@@ -22,13 +22,11 @@ import httpx
 import pytest
 
 from agent.client import EnrollmentClient
-from agent.enroll import enroll
 from agent.request_auth import truck_request_signer
-from agent.tpm import TruckTpm
 from api.scopes import ACCESS_TOKEN_SCHEME, SCOPES
 from policies import AUTHORITY, EntityRef, PolicyEngine, authority_entity
 from tests.support.audit import audit_rows
-from tests.support.enrolling import Operator, booted
+from tests.support.enrolling import Operator, boot_and_enroll
 from tests.support.public_operations import PUBLIC_DOCUMENTED
 from tests.support.service import RunningService, weighstation_command
 from tests.support.swtpm import ManufacturerCa, running_tpms
@@ -268,20 +266,10 @@ def signing_truck(
     fleet = operator.fleet()
     other = operator.truck(fleet)
     (running,) = stack.enter_context(running_tpms(tmp_path / "tpms", manufacturer, 1, "ecc", distinct=True))
-    tpm = TruckTpm.open(running.tcti)
-    stack.callback(tpm.close)
     truck = operator.truck(fleet)
     agent = stack.enter_context(EnrollmentClient(service.url))
-    state = enroll(
-        tpm,
-        agent,
-        operator.token(truck),
-        ek_kind="ecc",
-        truck=truck,
-        ek_intermediates=[],
-        state_dir=tmp_path / "state",
-        event_log=booted(tpm),  # enrollment's first quote covers this boot
-    )
+    enrolled = boot_and_enroll(stack, running.tcti, agent, operator.token(truck), truck, tmp_path / "state")
+    tpm, state = enrolled.tpm, enrolled.state
     signer = truck_request_signer(tpm, state, audience=service.url)
 
     def signed(method: str, path: str) -> dict[str, str]:

@@ -19,14 +19,13 @@ import httpx
 import pytest
 
 from agent.attest import attest
-from agent.boot import TruckBoot, measure_boot, truck_boot
+from agent.boot import TruckBoot, truck_boot
 from agent.client import EnrollmentClient, EnrollmentRefused
-from agent.enroll import enroll
 from agent.request_auth import as_truck
 from agent.state import AgentState
 from agent.tpm import TruckTpm
 from tests.support.audit import audit_rows
-from tests.support.enrolling import MODEL, Operator, new_id, new_vin
+from tests.support.enrolling import MODEL, Operator, boot_and_enroll, new_id, new_vin
 from tests.support.releases import ReleaseSigner
 from tests.support.service import RunningService, running_service
 from tests.support.swtpm import ManufacturerCa, running_tpms
@@ -125,24 +124,16 @@ def world(manufacturer: ManufacturerCa, tmp_path_factory: pytest.TempPathFactory
         )
         trucks: dict[str, Truck] = {}
         for (name, (model, boot)), running in zip(plans.items(), tpms, strict=True):
-            tpm = TruckTpm.open(running.tcti)
-            stack.callback(tpm.close)
             truck = new_id("truck")
             created = operator.post(
                 f"/v1/fleets/{fleet}/trucks", {"id": truck, "vin": new_vin(), "model": model}
             )
             assert created.status_code == 201, created.text
-            measured = measure_boot(tpm, boot)  # boot first: enrollment carries the first quote
-            state = enroll(
-                tpm,
-                enrollment,
-                operator.token(truck),
-                ek_kind="ecc",
-                truck=truck,
-                ek_intermediates=[],
-                state_dir=base / f"state-{name}",
-                event_log=measured.log,
+            # Booted first: enrollment carries the first quote.
+            enrolled = boot_and_enroll(
+                stack, running.tcti, enrollment, operator.token(truck), truck, base / f"state-{name}", boot
             )
+            tpm, state, measured = enrolled.tpm, enrolled.state, enrolled.measured
             trucks[name] = Truck(truck, tpm, state, measured.log, as_truck(enrollment, tpm, state))
         never = operator.truck(fleet)
         yield World(

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from agent.client import EnrollmentClient
-from agent.enroll import enroll
 from agent.request_auth import TruckRequestSigner, truck_request_signer
 from agent.state import AgentState
 from agent.tpm import TruckTpm
@@ -38,7 +37,7 @@ from provision.audit import Actor
 from provision.db import make_engine
 from provision.errors import StatementCertificateExpired, StatementCertificateRevoked, UnknownStatement
 from tests.support.audit import audit_rows, count_rows
-from tests.support.enrolling import Operator, booted
+from tests.support.enrolling import Operator, boot_and_enroll
 from tests.support.postgres import scratch_database
 from tests.support.service import RunningService, running_service, ws
 from tests.support.swtpm import ManufacturerCa, RunningTpm, running_tpms
@@ -182,19 +181,11 @@ def make_trucks(
         (running,) = stack.enter_context(
             running_tpms(tmp_path / f"tpms-{i}", manufacturer, 1, "ecc", distinct=True)
         )
-        tpm = TruckTpm.open(running.tcti)
-        stack.callback(tpm.close)
         truck = operator.truck()
-        state = enroll(
-            tpm,
-            client,
-            operator.token(truck),
-            ek_kind="ecc",
-            truck=truck,
-            ek_intermediates=[],
-            state_dir=tmp_path / f"state-{i}",
-            event_log=booted(tpm),
+        enrolled = boot_and_enroll(
+            stack, running.tcti, client, operator.token(truck), truck, tmp_path / f"state-{i}"
         )
+        tpm, state = enrolled.tpm, enrolled.state
         signer = truck_request_signer(tpm, state, audience=service.public_url)
         return Truck(truck, tpm, state, service, signer)
 

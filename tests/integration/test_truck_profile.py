@@ -21,16 +21,13 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from agent.attest import attest
-from agent.boot import measure_boot, truck_boot
 from agent.client import EnrollmentClient
-from agent.enroll import enroll
 from agent.request_auth import as_truck
-from agent.tpm import TruckTpm
 from provision.db import make_engine
 from provision.decisions import LiveState
 from provision.migrate import upgrade_to_head
 from tests.support.audit import audit_rows
-from tests.support.enrolling import Operator, new_vin
+from tests.support.enrolling import Operator, boot_and_enroll, new_vin
 from tests.support.service import RunningService
 from tests.support.swtpm import ManufacturerCa, running_tpms
 
@@ -68,20 +65,9 @@ def attested(
         fleet = operator.fleet()
         truck = operator.truck(fleet)
         (running,) = stack.enter_context(running_tpms(base / "tpms", manufacturer, 1, "ecc", distinct=True))
-        tpm = TruckTpm.open(running.tcti)
-        stack.callback(tpm.close)
-        measured = measure_boot(tpm, truck_boot())
         agent = stack.enter_context(EnrollmentClient(enrolling.url))
-        state = enroll(
-            tpm,
-            agent,
-            operator.token(truck),
-            ek_kind="ecc",
-            truck=truck,
-            ek_intermediates=[],
-            state_dir=base / "state",
-            event_log=measured.log,
-        )
+        enrolled = boot_and_enroll(stack, running.tcti, agent, operator.token(truck), truck, base / "state")
+        tpm, state, measured = enrolled.tpm, enrolled.state, enrolled.measured
         status = attest(tpm, as_truck(agent, tpm, state), state, event_log=measured.log).status
         assert status == "affirming"
         broker = enrolling.client_token(

@@ -40,9 +40,7 @@ from litestar.testing import TestClient
 from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy import Engine
 
-from agent.boot import measure_boot, truck_boot
 from agent.client import EnrollmentClient
-from agent.enroll import enroll
 from agent.request_auth import TruckRequestSigner, as_truck, truck_request_signer
 from agent.state import AgentState
 from agent.tpm import TruckTpm
@@ -55,7 +53,7 @@ from provision.errors import TruckRequestInvalid
 from provision.hierarchy import CaHierarchy
 from provision.keys import open_key_backend
 from provision.truck_requests import LEEWAY, TruckRequester, TruckRequests
-from tests.support.enrolling import Operator
+from tests.support.enrolling import Operator, boot_and_enroll
 from tests.support.service import RunningService, free_port
 from tests.support.swtpm import ManufacturerCa, running_tpms
 
@@ -116,21 +114,12 @@ def world(
         tpms = stack.enter_context(running_tpms(base / "tpms", manufacturer, 3, "ecc", distinct=True))
         trucks: dict[str, Truck] = {}
         for name, running in zip("abc", tpms, strict=True):
-            tpm = TruckTpm.open(running.tcti)
-            stack.callback(tpm.close)
             truck = operator.truck()
             # Enrollment asks for a first quote of a booted truck, appraised against the golden release.
-            boot = measure_boot(tpm, truck_boot())
-            state = enroll(
-                tpm,
-                client,
-                operator.token(truck),
-                ek_kind="ecc",
-                truck=truck,
-                ek_intermediates=[],
-                state_dir=base / f"state-{name}",
-                event_log=boot.log,
+            enrolled = boot_and_enroll(
+                stack, running.tcti, client, operator.token(truck), truck, base / f"state-{name}"
             )
+            tpm, state = enrolled.tpm, enrolled.state
             assert state.certificate_pem is not None
             chain = x509.load_pem_x509_certificates(state.certificate_pem)
             trucks[name] = Truck(truck, tpm, state, chain)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import secrets
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, get_args
 
 import httpx
@@ -16,8 +18,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from agent.boot import TruckBoot, measure_boot, truck_boot
-from agent.state import EkKind, KeyBlob
+from agent.boot import MeasuredBoot, TruckBoot, measure_boot, truck_boot
+from agent.client import EnrollmentClient
+from agent.enroll import enroll
+from agent.state import AgentState, EkKind, KeyBlob
 from agent.tpm import PcrBank, TruckTpm
 from tests.support.releases import ReleaseSigner
 from tests.support.service import RunningService
@@ -33,6 +37,40 @@ def booted(tpm: TruckTpm) -> bytes:
     if tpm.pcr_read("sha256", [0])[0] == bytes(32):
         return measure_boot(tpm, boot).log
     return boot.event_log(("sha256",))
+
+
+@dataclass(frozen=True)
+class EnrolledTpm:
+    tpm: TruckTpm
+    state: AgentState
+    measured: MeasuredBoot  # the boot its PCRs hold, with its event log
+
+
+def boot_and_enroll(
+    stack: ExitStack,
+    tcti: str,
+    client: EnrollmentClient,
+    token: str,
+    truck: str,
+    state_dir: Path,
+    boot: TruckBoot | None = None,
+) -> EnrolledTpm:
+    """Open the truck's swtpm (closed with `stack`), boot it (the golden default unless `boot` is given)
+    and enroll it with an ECC EK, the enrollment's first quote covering that boot."""
+    tpm = TruckTpm.open(tcti)
+    stack.callback(tpm.close)
+    measured = measure_boot(tpm, boot or truck_boot())
+    state = enroll(
+        tpm,
+        client,
+        token,
+        ek_kind="ecc",
+        truck=truck,
+        ek_intermediates=[],
+        state_dir=state_dir,
+        event_log=measured.log,
+    )
+    return EnrolledTpm(tpm, state, measured)
 
 
 def b64(data: bytes) -> str:
