@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.enrolling import Operator
+from tests.support.enrolling import Operator, cli_boot_and_enroll
 from tests.support.service import RunningService, ws
 from tests.support.swtpm import RunningTpm
 
@@ -39,14 +39,8 @@ def test_insurer_verifies_a_truck_statement_offline(
     with enrolling.client() as client:
         operator = Operator(enrolling, client)
         operator.golden_release(version=RELEASE)
-        boot = tmp_path / "boot"
-        booted = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(boot))
-        assert booted.returncode == 0, booted.stderr
-        event_log = ["--event-log", str(boot / "eventlog.bin")]
         truck = operator.truck()
-        token = operator.token(truck) + "\n"
-        enrolled = ws("agent", "enroll", *server, *event_log, "--token", "-", stdin=token)
-        assert enrolled.returncode == 0, enrolled.stderr
+        event_log = cli_boot_and_enroll(tpm.tcti, server, operator.token(truck), tmp_path / "boot")
         attested = ws("agent", "attest", *server, *event_log)
         assert attested.returncode == 0, attested.stderr
 

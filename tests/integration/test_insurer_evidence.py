@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.audit import audit_rows
-from tests.support.enrolling import Operator
+from tests.support.enrolling import Operator, cli_boot_and_enroll
 from tests.support.service import RunningService, ws
 from tests.support.swtpm import RunningTpm
 
@@ -34,16 +34,9 @@ def test_an_insurer_reads_only_the_evidence_its_policies_cover(
     with enrolling.client() as client:
         operator = Operator(enrolling, client)
         operator.golden_release(version=RELEASE)
-        boot = tmp_path / "boot"
-        booted = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(boot))
-        assert booted.returncode == 0, booted.stderr
-        event_log = ["--event-log", str(boot / "eventlog.bin")]
         fleet = operator.fleet()
         truck = operator.truck(fleet)
-        enrolled = ws(
-            "agent", "enroll", *server, *event_log, "--token", "-", stdin=operator.token(truck) + "\n"
-        )
-        assert enrolled.returncode == 0, enrolled.stderr
+        event_log = cli_boot_and_enroll(tpm.tcti, server, operator.token(truck), tmp_path / "boot")
         attested = ws("agent", "attest", *server, *event_log)
         assert attested.returncode == 0, attested.stderr
 

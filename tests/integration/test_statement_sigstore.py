@@ -36,7 +36,7 @@ from provision.authority import utcnow
 from provision.evidence_certificates import IdentityCertificateNotValid, TruckEvidenceCertificates
 from tests.integration.test_statements_http import Truck, Trucks, db, in_process, make_trucks
 from tests.support.audit import audit_rows, count_rows
-from tests.support.enrolling import Operator, booted
+from tests.support.enrolling import Operator, booted, cli_boot_and_enroll
 from tests.support.postgres import scratch_database
 from tests.support.service import RunningService, running_service, ws
 from tests.support.swtpm import ManufacturerCa, RunningTpm
@@ -102,13 +102,8 @@ def test_truck_signs_a_manifest_and_stock_sigstore_verifies_it_offline(
         operator = Operator(enrolling, client)
         operator.golden_release()
         # Boot first: enrollment's first quote covers the boot its event log records.
-        boot = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(tmp_path / "boot"))
-        assert boot.returncode == 0, boot.stderr
         truck = operator.truck()
-        token = operator.token(truck) + "\n"
-        event_log = ["--event-log", str(tmp_path / "boot" / "eventlog.bin")]
-        enrolled = ws("agent", "enroll", *server, *event_log, "--token", "-", stdin=token)
-        assert enrolled.returncode == 0, enrolled.stderr
+        cli_boot_and_enroll(tpm.tcti, server, operator.token(truck), tmp_path / "boot")
     # Short-lived, so the test can check the bundle still verifies once it has expired.
     issued = ws("agent", "evidence-cert", *server, "--ttl", "20")
     assert issued.returncode == 0, issued.stderr

@@ -37,7 +37,7 @@ from provision.audit import Actor
 from provision.db import make_engine
 from provision.errors import StatementCertificateExpired, StatementCertificateRevoked, UnknownStatement
 from tests.support.audit import audit_rows, count_rows
-from tests.support.enrolling import Operator, boot_and_enroll
+from tests.support.enrolling import Operator, boot_and_enroll, cli_boot_and_enroll
 from tests.support.postgres import scratch_database
 from tests.support.service import RunningService, running_service, ws
 from tests.support.swtpm import ManufacturerCa, RunningTpm, running_tpms
@@ -478,13 +478,8 @@ def test_agent_submit_on_the_command_line(enrolling: RunningService, tpm: Runnin
         operator = Operator(enrolling, client)
         operator.golden_release()
         # Boot first: enrollment's first quote covers the boot its event log records.
-        boot = ws("agent", "boot", "--tpm", tpm.tcti, "--state", str(tmp_path / "boot"))
-        assert boot.returncode == 0, boot.stderr
         truck = operator.truck()
-        token = operator.token(truck) + "\n"
-        event_log = ["--event-log", str(tmp_path / "boot" / "eventlog.bin")]
-        enrolled = ws("agent", "enroll", *server, *event_log, "--token", "-", stdin=token)
-        assert enrolled.returncode == 0, enrolled.stderr
+        cli_boot_and_enroll(tpm.tcti, server, operator.token(truck), tmp_path / "boot")
         key = log_key(client)
     manifest = tmp_path / "manifest.json"
     manifest.write_text('{"load": 42, "from": "Hamburg", "to": "Rotterdam"}')

@@ -24,7 +24,7 @@ from agent.enroll import enroll
 from agent.state import AgentState, EkKind, KeyBlob
 from agent.tpm import PcrBank, TruckTpm
 from tests.support.releases import ReleaseSigner
-from tests.support.service import RunningService
+from tests.support.service import RunningService, ws
 
 _VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 MODEL = "hauler-9"  # the model Operator.truck registers, and truck_boot's default
@@ -71,6 +71,17 @@ def boot_and_enroll(
         event_log=measured.log,
     )
     return EnrolledTpm(tpm, state, measured)
+
+
+def cli_boot_and_enroll(tcti: str, server: list[str], token: str, boot_dir: Path) -> list[str]:
+    """The truck's own command line: `agent boot` (its state in `boot_dir`), then `agent enroll` with that
+    boot's event log, the token on stdin; returns the `--event-log` arguments for later agent calls."""
+    booted = ws("agent", "boot", "--tpm", tcti, "--state", str(boot_dir))
+    assert booted.returncode == 0, booted.stderr
+    event_log = ["--event-log", str(boot_dir / "eventlog.bin")]
+    enrolled = ws("agent", "enroll", *server, *event_log, "--token", "-", stdin=token + "\n")
+    assert enrolled.returncode == 0, enrolled.stderr
+    return event_log
 
 
 def b64(data: bytes) -> str:
