@@ -34,9 +34,10 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from sqlalchemy.exc import SQLAlchemyError
 
+from pki.jws import unverified_type
 from provision.errors import TruckRequestInvalid
 from provision.single_use import PendingJti
-from provision.truck_requests import TYP, TruckRequester, unverified_header
+from provision.truck_requests import TYP, TruckRequester
 
 log = logging.getLogger("weighstation.http")
 # Operations whose use case spends the request JWT's jti in its own write transaction.
@@ -77,8 +78,7 @@ def truck_request_jwt(authorization: str) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    header = unverified_header(token)
-    return token if header is not None and header.get("typ") == TYP else None
+    return token if unverified_type(token) == TYP else None
 
 
 def _refused(reason: str) -> NotAuthorizedException:

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from pki.signer import KeyAlgorithm, Signer
 
+# A part longer than this is not peeked at: a truck's header carries its certificates (x5c) and fits.
+_MAX_PEEK = 16384
 _JWS_ALG = {KeyAlgorithm.EC_P256: ("ES256", "P-256", 32), KeyAlgorithm.EC_P384: ("ES384", "P-384", 48)}
 
 
@@ -94,16 +96,23 @@ def sign_compact(signer: Signer, claims: Mapping[str, Any], *, kid: str, typ: st
     return signing_input + "." + b64url(r.to_bytes(size, "big") + s.to_bytes(size, "big"))
 
 
-def unverified_type(token: str) -> str | None:
-    """The `typ` of a compact JWS's protected header, unverified: only to route a bearer token to the
-    verifier of its kind (which then checks everything), never to decide anything. None when the token
-    is not a JWS with a JSON object header."""
-    segment, dot, _ = token.partition(".")
-    if not dot or not segment or len(segment) > 4096:
+def unverified_part(token: str, index: int) -> dict[str, Any] | None:
+    """Part `index` of a compact JWS (0 the protected header, 1 the payload) as a JSON object, unverified:
+    only to route a bearer token to the verifier of its kind or to look up what it claims before the
+    verifier checks it, never to decide anything. None when that part is not a base64url JSON object."""
+    parts = token.split(".", 3)
+    if len(parts) < 2 or index >= len(parts) or not parts[index] or len(parts[index]) > _MAX_PEEK:
         return None
+    segment = parts[index]
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, UnicodeDecodeError):
         return None
-    typ = header.get("typ") if isinstance(header, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def unverified_type(token: str) -> str | None:
+    """The `typ` of a compact JWS's protected header, unverified (see `unverified_part`)."""
+    header = unverified_part(token, 0)
+    typ = header.get("typ") if header is not None else None
     return typ if isinstance(typ, str) else None

@@ -20,13 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +40,7 @@ from sqlmodel import Session, col
 from attest.errors import AttestError
 from attest.public import parse_tpmt_public
 from pki.errors import ProfileViolation
+from pki.jws import unverified_part
 from pki.names import parse_truck_id
 from provision.authority import serial_hex
 from provision.errors import JwtReplayed, TruckRequestInvalid
@@ -390,12 +389,8 @@ class TruckRequests:
 def _unverified_jti(token: str) -> str | None:
     """The jti the payload claims, before any check (only to read its spent state in the same query as
     the certificate's; the verified claim decides). None when there is no string jti to read."""
-    try:
-        segment = token.split(".")[1]
-        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (IndexError, ValueError, binascii.Error):
-        return None
-    jti = payload.get("jti") if isinstance(payload, dict) else None
+    payload = unverified_part(token, 1)
+    jti = payload.get("jti") if payload is not None else None
     return jti if isinstance(jti, str) and 0 < len(jti) <= 128 else None
 
 
@@ -403,27 +398,13 @@ def _already_used(jti: str) -> str:
     return f"this {PURPOSE} JWT (jti {jti!r}) was already used; it is single use"
 
 
-@functools.lru_cache(maxsize=256)
-def unverified_header(token: str) -> Mapping[str, Any] | None:
-    """The JOSE header of a compact JWT, unverified and read-only; None if it is not one. A pure
-    function of the string, remembered for a few recent tokens: the guard types the bearer token and the
-    verifier reads its header on the same request."""
-    try:
-        return MappingProxyType(jwt.get_unverified_header(token))
-    except jwt.InvalidTokenError:
-        return None
-
-
 def _header(token: str) -> Mapping[str, Any]:
     if not isinstance(token, str) or token.count(".") != 2:
         raise TruckRequestInvalid("not a compact JWT (three base64url parts)")
-    header = unverified_header(token)
-    if header is None:
-        try:
-            jwt.get_unverified_header(token)  # for its reason
-        except jwt.InvalidTokenError as exc:
-            raise TruckRequestInvalid(f"not a JWT: {exc}") from None
-        raise TruckRequestInvalid("not a JWT")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise TruckRequestInvalid(f"not a JWT: {exc}") from None
     if header.get("typ") != TYP:
         raise TruckRequestInvalid(f"typ {str(header.get('typ'))[:32]!r} is not {TYP!r}")
     alg = header.get("alg")

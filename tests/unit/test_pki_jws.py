@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.filekeys import FileKeyBackend
-from pki.jws import b64url, key_id, public_jwk, sign_compact, unverified_type
+from pki.jws import b64url, key_id, public_jwk, sign_compact, unverified_part, unverified_type
 from pki.signer import KeyAlgorithm
 
 
@@ -73,8 +73,18 @@ def _segment(header: object) -> str:
         (".e30.c2ln", None),  # empty header
         ("!!!." + "e30.c2ln", None),  # not base64url
         (base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".e30.c2ln", None),  # not UTF-8
-        ("a" * 5000 + ".e30.c2ln", None),  # oversized header
+        (_segment({"typ": "at+jwt", "pad": "x" * 20000}) + ".e30.c2ln", None),  # oversized header
     ],
 )
 def test_unverified_type_peeks_only_at_a_well_formed_header(token: str, expected: str | None) -> None:
     assert unverified_type(token) == expected
+
+
+def test_unverified_part_reads_the_payload_only_as_a_json_object() -> None:
+    header = _segment({"alg": "ES256", "typ": "truck-request+jwt", "x5c": ["A" * 3000]})
+    assert unverified_part(f"{header}.{_segment({'jti': 'j-1'})}.c2ln", 1) == {"jti": "j-1"}
+    assert unverified_part(f"{header}.{_segment(['jti'])}.c2ln", 1) is None
+    assert unverified_part(f"{header}..c2ln", 1) is None
+    assert unverified_part(header, 1) is None
+    # A truck's header with its certificates is still typed.
+    assert unverified_type(f"{header}.e30.c2ln") == "truck-request+jwt"
