@@ -101,10 +101,6 @@ class Supervisor:
                 signal.signal(sig, handler)
         return 0
 
-    @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in self._workers if w.pid is not None]
-
     def _start(self) -> BaseProcess:
         worker = self._context.Process(target=_worker, args=(self._host, self._port, self._app), daemon=False)
         worker.start()

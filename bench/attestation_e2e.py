@@ -73,9 +73,8 @@ import tpm2_pytss.constants as tpm_c
 import tpm2_pytss.types as tpm_t
 
 from agent.attest import attest
-from agent.boot import measure_boot, truck_boot
+from agent.boot import truck_boot
 from agent.client import AttestationResult, EnrollmentClient, EnrollmentError
-from agent.enroll import enroll
 from agent.request_auth import as_truck
 from agent.state import AgentState, KeyBlob
 from agent.tpm import TruckTpm
@@ -95,6 +94,7 @@ from pki.jws import b64url, sign_compact
 from provision.attestation import Attestation, Evidence, NonceView, enrolled_ak
 from provision.audit import Actor
 from provision.token_keys import RESULTS
+from tests.support.enrolling import boot_and_enroll
 from tests.support.releases import ReleaseSigner
 from tests.support.service import RunningService, running_service
 from tests.support.swtpm import RunningTpm, manufacturer_ca, running_tpms
@@ -275,19 +275,10 @@ def setup_fleet(service: RunningService, tpms: list[RunningTpm], scratch: Path) 
     with EnrollmentClient(service.url) as client:
         for i, (truck, running, token) in enumerate(zip(trucks, tpms, tokens, strict=True)):
             state_dir = scratch / f"agent-{i:03d}"
-            with TruckTpm.open(running.tcti) as tpm:
-                boot = measure_boot(tpm, truck_boot())
-                state = enroll(
-                    tpm,
-                    client,
-                    token,
-                    ek_kind="ecc",
-                    truck=truck,
-                    ek_intermediates=[],
-                    state_dir=state_dir,
-                    event_log=boot.log,
-                )
-                result = attest(tpm, as_truck(client, tpm, state), state, event_log=boot.log)
+            with contextlib.ExitStack() as stack:
+                booted = boot_and_enroll(stack, running.tcti, client, token, truck, state_dir)
+                tpm, state = booted.tpm, booted.state
+                result = attest(tpm, as_truck(client, tpm, state), state, event_log=booted.measured.log)
             if result.status != "affirming":
                 raise RuntimeError(f"{truck}: first attestation is {result.status}: {result.reasons}")
             enrolled.append(Enrolled(truck, running, state_dir))

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select
 from sqlmodel import Session, SQLModel, col
@@ -98,6 +98,10 @@ _CLIENT_QUERY = select(
 ).where(col(OAuthClient.id) == bindparam("client_id"))
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
 class Stated(Hashable, Protocol):
     """A frozen live-state record (policies.entities) that renders its Cedar entity."""
 
@@ -136,11 +140,7 @@ class EntityMemo:
             return hit
         records = [state.entity() for state in states]
         parsed = self._parsed(engine, json.dumps(records, separators=(",", ":")), records)
-        with self._lock:
-            if self._engine is engine:
-                if len(self._by_state) >= self._size:
-                    self._by_state = {}
-                self._by_state[key] = parsed
+        self._remember(engine, self._by_state, key, parsed)
         return parsed
 
     def decide(
@@ -156,12 +156,10 @@ class EntityMemo:
         if known is not None and self._engine is engine:
             return known
         decision = engine.decide(principal, action, resource, None, self._parsed(engine, text, records))
-        with self._lock:
-            if self._engine is engine:
-                if len(self._decisions) >= self._size:
-                    self._decisions = {}
-                # Under the version that decided: a reload racing this call files it under the old one.
-                self._decisions[(decision.policy_version, principal, action, resource, text)] = decision
+        # Under the version that decided: a reload racing this call files it under the old one.
+        self._remember(
+            engine, self._decisions, (decision.policy_version, principal, action, resource, text), decision
+        )
         return decision
 
     def _parsed(self, engine: PolicyEngine, text: str, records: Sequence[EntityJson]) -> EntitySet:
@@ -170,13 +168,22 @@ class EntityMemo:
             return hit
         parsed = engine.entities(records)
         with self._lock:
-            if self._engine is not engine or len(self._sets) >= self._size:
-                self._sets = {}
-                self._decisions = {}
-                self._by_state = {}
+            if self._engine is not engine:  # another engine: nothing kept answers for it
+                self._sets.clear()
+                self._decisions.clear()
+                self._by_state.clear()
                 self._engine = engine
-            self._sets[text] = parsed
+        self._remember(engine, self._sets, text, parsed)
         return parsed
+
+    def _remember(self, engine: PolicyEngine, table: dict[K, V], key: K, value: V) -> None:
+        """Keep `value` (computed with `engine`) unless the memo has moved to another engine since;
+        a full table starts over."""
+        with self._lock:
+            if self._engine is engine:
+                if len(table) >= self._size:
+                    table.clear()
+                table[key] = value
 
 
 @dataclass(frozen=True)
